@@ -1,0 +1,110 @@
+"""The Redis key layout: the one place that knows how keys are named.
+
+Every key of one queue carries the hash tag ``{queue}``, so each Lua script touches a single
+slot and the same code runs on Redis Cluster. Global keys (the queue and worker registries) are
+only ever written outside job scripts, with idempotent commands.
+
+``<p>`` is the key prefix (default ``wq``), ``<q>`` the queue name::
+
+    <p>:{<q>}:queued      LIST   ids waiting to run now, oldest first
+    <p>:{<q>}:scheduled   ZSET   id -> due time (ms, Redis clock) of delayed jobs
+    <p>:{<q>}:retry       ZSET   id -> due time (ms) of jobs waiting out a retry backoff
+    <p>:{<q>}:active      ZSET   id -> lease deadline (ms) of running jobs
+    <p>:{<q>}:completed   ZSET   id -> finish time (ms); trimmed to the completed retention
+    <p>:{<q>}:failed      ZSET   id -> finish time (ms); trimmed to the failed retention
+    <p>:{<q>}:stats       HASH   counters moved inside the job scripts (done, failed, ...)
+    <p>:{<q>}:notify      LIST   wake-up tokens for idle workers blocked in BLPOP (capped)
+    <p>:{<q>}:token       STRING fencing-token sequence of the queue
+    <p>:{<q>}:job:<id>    HASH   the job record
+    <p>:{<q>}:idem:<key>  STRING idempotency key -> job id (expires)
+    <p>:queues            SET    names of the queues ever used
+    <p>:workers           ZSET   worker id -> last heartbeat (ms)
+    <p>:worker:<id>       STRING JSON description of a live worker (expires)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_PREFIX", "GlobalKeys", "QueueKeys"]
+
+DEFAULT_PREFIX = "wq"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The keys of one queue, all in the queue's hash slot."""
+
+    prefix: str
+    queue: str
+
+    @property
+    def base(self) -> str:
+        """``<prefix>:{<queue>}:``, the start of every key of this queue."""
+        return f"{self.prefix}:{{{self.queue}}}:"
+
+    @property
+    def queued(self) -> str:
+        return self.base + "queued"
+
+    @property
+    def scheduled(self) -> str:
+        return self.base + "scheduled"
+
+    @property
+    def retry(self) -> str:
+        return self.base + "retry"
+
+    @property
+    def active(self) -> str:
+        return self.base + "active"
+
+    @property
+    def completed(self) -> str:
+        return self.base + "completed"
+
+    @property
+    def failed(self) -> str:
+        return self.base + "failed"
+
+    @property
+    def stats(self) -> str:
+        return self.base + "stats"
+
+    @property
+    def notify(self) -> str:
+        return self.base + "notify"
+
+    @property
+    def token(self) -> str:
+        return self.base + "token"
+
+    @property
+    def job_prefix(self) -> str:
+        return self.base + "job:"
+
+    @property
+    def idem_prefix(self) -> str:
+        return self.base + "idem:"
+
+    def job(self, job_id: str) -> str:
+        """The record of one job."""
+        return self.job_prefix + job_id
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalKeys:
+    """Keys shared by all queues (registries only; no job state lives here)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}:queues"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"

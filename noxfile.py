@@ -1,0 +1,41 @@
+"""Automation: ``nox -s tests lint typecheck`` (and ``bench`` once the harness lands)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+PLUGINS = ["plugins/send_email", "plugins/http_webhook", "plugins/examples/workqueue-example-greet"]
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The core suite against the real Redis, then each plugin's own suite."""
+    session.install("-e", ".[test,speed]")
+    for plugin in PLUGINS:
+        session.install("-e", f"{plugin}[test]")
+    session.run("pytest", "tests", *session.posargs)
+    for plugin in PLUGINS:
+        with session.chdir(plugin):
+            session.run("pytest", "tests")
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole tree."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the core and the built-in plugins."""
+    session.install("mypy", "-e", ".[test]")
+    for plugin in PLUGINS:
+        session.install("-e", plugin)
+    session.run("mypy")
+    session.run("mypy", "--strict", "plugins/send_email/workqueue_send_email")
+    session.run("mypy", "--strict", "plugins/http_webhook/workqueue_http_webhook")
