@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import os
+import signal
 import subprocess
 import sys
 import tomllib
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import redis
+
+if TYPE_CHECKING:
+    from workqueue.broker import Broker
+    from workqueue.client import Client
 
 # ---------------------------------------------------------------------------------------------
 # The test plugin distributions (tests/plugin_packages/)
@@ -82,3 +93,99 @@ def installed_test_plugin() -> None:
     if done.returncode != 0:
         pytest.fail(f"pip could not install {GOOD_PLUGIN.name}:\n{done.stdout}\n{done.stderr}")
     importlib.invalidate_caches()
+
+
+# ---------------------------------------------------------------------------------------------
+# Redis and worker processes
+# ---------------------------------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("WORKQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+TEST_PLUGIN = "wq_testplugin_good"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+def key_prefix() -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards (never FLUSHALL)."""
+    prefix = f"wqtest-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def broker(key_prefix: str) -> AsyncIterator[Broker]:
+    from workqueue.broker import Broker, BrokerConfig
+    from workqueue.broker.connection import create_redis
+
+    b = Broker(create_redis(REDIS_URL), BrokerConfig(prefix=key_prefix))
+    yield b
+    await b.redis.aclose()
+
+
+@pytest.fixture
+def client(installed_test_plugin: None, broker: Broker) -> Client:
+    from workqueue.client import Client
+    from workqueue.registry import build_registry
+
+    return Client(broker, build_registry(only=[TEST_PLUGIN]))
+
+
+class WorkerProcs:
+    """Starts ``workqueue worker`` subprocesses for one test and stops them all afterwards."""
+
+    def __init__(self, prefix: str, tmp_path: Path) -> None:
+        self.prefix = prefix
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def log_file(self, index: int) -> Path:
+        return self.tmp_path / f"worker-{index}.log"
+
+    def start(
+        self, *args: str, lease: float = 2.0, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        index = len(self.procs)
+        full_env = {
+            **os.environ,
+            "WORKQUEUE_PLUGINS": TEST_PLUGIN,
+            "WORKQUEUE_KEY_PREFIX": self.prefix,
+            "WORKQUEUE_REDIS_URL": REDIS_URL,
+            "WORKQUEUE_LEASE_SECONDS": str(lease),
+            "WORKQUEUE_LOG_FILE": str(self.log_file(index)),
+            **(env or {}),
+        }
+        with (self.tmp_path / f"worker-{index}.stderr").open("wb") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "workqueue", "worker", *args],
+                env=full_env,
+                cwd=self.tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def workers(installed_test_plugin: None, key_prefix: str, tmp_path: Path) -> Iterator[WorkerProcs]:
+    procs = WorkerProcs(key_prefix, tmp_path)
+    yield procs
+    procs.stop_all()

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from workqueue import JobContext, JobType, PermanentError, hookimpl
+from workqueue import Backoff, JobContext, JobType, PermanentError, hookimpl
 
 
 class AddPayload(msgspec.Struct):
@@ -78,7 +78,12 @@ def workqueue_job_types() -> list[JobType]:
             payload_schema=AddPayload,
             description="return a + b",
         ),
-        JobType(name="test_fail", handler=fail, description="always raise ValueError"),
+        JobType(
+            name="test_fail",
+            handler=fail,
+            backoff=Backoff(base_seconds=0.2, factor=2.0, jitter=0.5),
+            description="always raise ValueError (fast backoff: 0.1-0.2 s, then doubling)",
+        ),
         JobType(name="test_permanent", handler=permanent, description="raise PermanentError"),
         JobType(name="test_sleep", handler=sleep, description="sleep payload.seconds"),
         JobType(

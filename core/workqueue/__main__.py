@@ -1,0 +1,5 @@
+"""``python -m workqueue`` runs the CLI."""
+
+from workqueue.cli import main
+
+main()

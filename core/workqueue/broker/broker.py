@@ -1,0 +1,367 @@
+"""The broker: the job state machine's operations, each one atomic script call on Redis.
+
+Hot-path cost: one ``reserve`` round trip hands out up to N jobs; one ``finish`` round trip
+settles a batch of outcomes; one ``enqueue`` round trip writes a whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+from redis.asyncio import Redis
+
+from workqueue.broker.keys import DEFAULT_PREFIX, GlobalKeys, QueueKeys
+from workqueue.broker.scripts import Scripts
+from workqueue.errors import JobNotFound
+from workqueue.job import JobInfo, NewJob, ReservedJob, ms_to_datetime
+
+__all__ = ["Broker", "BrokerConfig", "FinishOp", "Recovered", "ReserveResult"]
+
+NOTIFY_CAP = 64
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Settings shared by everything that touches the job records."""
+
+    prefix: str = DEFAULT_PREFIX
+    completed_ttl_s: float = 24 * 3600
+    failed_ttl_s: float = 7 * 24 * 3600
+    idempotency_ttl_s: float = 24 * 3600
+    max_lost_leases: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class FinishOp:
+    """One outcome for ``finish``: ack with a result, fail, or release."""
+
+    op: Literal["ack", "fail", "release"]
+    job_id: str
+    token: str
+    data: bytes | str = b""
+    #: for "fail": the retry delay in ms, or -1 when the job must not be retried
+    delay_ms: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """A job whose lease had expired, found during a reserve."""
+
+    job_id: str
+    queue: str
+    type: str
+    outcome: str  # "requeued" or "failed"
+
+
+@dataclass(slots=True)
+class ReserveResult:
+    """What one reserve call handed out and found."""
+
+    now_ms: int
+    next_wake_ms: int | None
+    jobs: list[ReservedJob] = field(default_factory=list)
+    recovered: list[Recovered] = field(default_factory=list)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Broker:
+    """Job operations against one Redis (or one cluster) for any number of queues."""
+
+    def __init__(self, redis: Redis, config: BrokerConfig | None = None) -> None:
+        self.redis = redis
+        self.config = config or BrokerConfig()
+        self.globals = GlobalKeys(self.config.prefix)
+        self.scripts = Scripts(redis)
+        self._known_queues: set[str] = set()
+
+    def keys(self, queue: str) -> QueueKeys:
+        """The key names of one queue."""
+        return QueueKeys(self.config.prefix, queue)
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[tuple[str, str, bool, str, int]]:
+        """Write jobs; one script call per queue, all in one round trip.
+
+        Returns, in order, ``(id, status, duplicate, fingerprint, enqueued_at_ms)`` per job.
+        A duplicate is an existing job found by idempotency key or id.
+        """
+        by_queue: dict[str, list[int]] = {}
+        for index, job in enumerate(jobs):
+            by_queue.setdefault(job.queue, []).append(index)
+        results: list[tuple[str, str, bool, str, int] | None] = [None] * len(jobs)
+        new_queues = [q for q in by_queue if q not in self._known_queues]
+        if len(by_queue) == 1 and not new_queues:
+            queue, indexes = next(iter(by_queue.items()))
+            raw = await self._enqueue_call(queue, [jobs[i] for i in indexes], None)
+            self._collect(raw, indexes, results)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if new_queues:
+                    pipe.sadd(self.globals.queues, *new_queues)
+                for queue, indexes in by_queue.items():
+                    await self._enqueue_call(queue, [jobs[i] for i in indexes], pipe)
+                replies = await pipe.execute()
+            self._known_queues.update(new_queues)
+            replies = replies[1:] if new_queues else replies
+            for raw, indexes in zip(replies, by_queue.values(), strict=True):
+                self._collect(raw, indexes, results)
+        return [r for r in results if r is not None]
+
+    async def _enqueue_call(self, queue: str, jobs: Sequence[NewJob], pipe: Any) -> Any:
+        k = self.keys(queue)
+        args: list[Any] = [
+            k.job_prefix,
+            k.idem_prefix,
+            int(self.config.idempotency_ttl_s * 1000),
+            NOTIFY_CAP,
+        ]
+        for job in jobs:
+            args += (
+                job.id,
+                job.type,
+                job.payload,
+                job.retries,
+                repr(float(job.timeout)),
+                job.delay_ms,
+                job.run_at_ms,
+                job.idempotency_key,
+                job.fingerprint,
+            )
+        keys = [k.queued, k.scheduled, k.notify, k.stats]
+        return await self.scripts.enqueue(keys=keys, args=args, client=pipe)
+
+    @staticmethod
+    def _collect(
+        raw: list[Any], indexes: list[int], results: list[tuple[str, str, bool, str, int] | None]
+    ) -> None:
+        now = int(raw[0])
+        for n, index in enumerate(indexes):
+            base = 1 + 4 * n
+            results[index] = (
+                _s(raw[base]),
+                _s(raw[base + 1]),
+                raw[base + 2] in (b"1", "1"),
+                _s(raw[base + 3]),
+                now,
+            )
+
+    # -- worker side ----------------------------------------------------------------------
+
+    async def reserve(
+        self, requests: Sequence[tuple[str, int]], *, lease_ms: int, worker_id: str
+    ) -> list[ReserveResult]:
+        """For each ``(queue, count)``: recover, promote, and lease up to ``count`` jobs.
+
+        All queues go in one round trip.
+        """
+        if len(requests) == 1:
+            queue, count = requests[0]
+            raw = await self._reserve_call(queue, count, lease_ms, worker_id, None)
+            return [self._parse_reserve(queue, raw)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue, count in requests:
+                await self._reserve_call(queue, count, lease_ms, worker_id, pipe)
+            replies = await pipe.execute()
+        return [
+            self._parse_reserve(queue, raw)
+            for (queue, _), raw in zip(requests, replies, strict=True)
+        ]
+
+    async def _reserve_call(
+        self, queue: str, count: int, lease_ms: int, worker_id: str, pipe: Any
+    ) -> Any:
+        k = self.keys(queue)
+        keys = [k.queued, k.scheduled, k.retry, k.active, k.failed, k.stats, k.notify, k.token]
+        args: list[Any] = [
+            k.job_prefix,
+            count,
+            lease_ms,
+            worker_id,
+            self.config.max_lost_leases,
+            int(self.config.failed_ttl_s * 1000),
+            NOTIFY_CAP,
+        ]
+        return await self.scripts.reserve(keys=keys, args=args, client=pipe)
+
+    @staticmethod
+    def _parse_reserve(queue: str, raw: list[Any]) -> ReserveResult:
+        next_wake = int(raw[1])
+        result = ReserveResult(
+            now_ms=int(raw[0]), next_wake_ms=next_wake if next_wake >= 0 else None
+        )
+        n_recovered = int(raw[2])
+        pos = 3
+        for _ in range(n_recovered):
+            result.recovered.append(
+                Recovered(_s(raw[pos]), queue, _s(raw[pos + 2]), _s(raw[pos + 1]))
+            )
+            pos += 3
+        while pos + 10 <= len(raw):
+            payload = raw[pos + 3]
+            result.jobs.append(
+                ReservedJob(
+                    id=_s(raw[pos]),
+                    queue=queue,
+                    token=_s(raw[pos + 1]),
+                    type=_s(raw[pos + 2]),
+                    payload=payload if isinstance(payload, bytes) else str(payload).encode(),
+                    attempt=int(raw[pos + 4]),
+                    retries=_int(raw[pos + 5]),
+                    timeout=_float(raw[pos + 6]),
+                    enqueued_at_ms=_int(raw[pos + 7]),
+                    failures=_int(raw[pos + 8]),
+                    lost=_int(raw[pos + 9]),
+                )
+            )
+            pos += 10
+        return result
+
+    async def renew(
+        self, leases: dict[str, list[tuple[str, str]]], *, lease_ms: int
+    ) -> dict[str, list[str]]:
+        """Extend leases ``{queue: [(job_id, token)]}``; returns the ids each queue lost."""
+        queues = [q for q, items in leases.items() if items]
+        if not queues:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                k = self.keys(queue)
+                args: list[Any] = [k.job_prefix, lease_ms]
+                for job_id, token in leases[queue]:
+                    args += (job_id, token)
+                await self.scripts.renew(keys=[k.active], args=args, client=pipe)
+            replies = await pipe.execute()
+        return {q: [_s(x) for x in raw] for q, raw in zip(queues, replies, strict=True) if raw}
+
+    async def finish(self, ops: Mapping[str, Sequence[FinishOp]]) -> dict[str, list[str]]:
+        """Apply outcomes ``{queue: [op]}`` in one round trip; returns outcomes per queue."""
+        queues = [q for q, items in ops.items() if items]
+        if not queues:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                k = self.keys(queue)
+                args: list[Any] = [
+                    k.job_prefix,
+                    int(self.config.completed_ttl_s * 1000),
+                    int(self.config.failed_ttl_s * 1000),
+                    NOTIFY_CAP,
+                ]
+                for op in ops[queue]:
+                    args += (op.op, op.job_id, op.token, op.data, op.delay_ms)
+                keys = [k.active, k.queued, k.retry, k.completed, k.failed, k.stats, k.notify]
+                await self.scripts.finish(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        return {q: [_s(x) for x in raw[1:]] for q, raw in zip(queues, replies, strict=True)}
+
+    async def wait_for_work(self, blocking: Redis, queues: Sequence[str], timeout_s: float) -> bool:
+        """Block on the queues' wake-up lists (on a dedicated connection); True when woken."""
+        keys = [self.keys(q).notify for q in queues]
+        reply = await blocking.blpop(keys, timeout=max(0.01, round(timeout_s, 3)))
+        return reply is not None
+
+    # -- reading and operating --------------------------------------------------------------
+
+    async def known_queues(self) -> list[str]:
+        """Every queue that has ever been enqueued to."""
+        members = await self.redis.smembers(self.globals.queues)
+        return sorted(_s(m) for m in members)
+
+    async def get_job(self, job_id: str, queue: str | None = None) -> JobInfo:
+        """The job with this id (searching every known queue unless ``queue`` is given)."""
+        queues = [queue] if queue else await self.known_queues()
+        if queues:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for q in queues:
+                    pipe.hgetall(self.keys(q).job(job_id))
+                replies = await pipe.execute()
+            for q, record in zip(queues, replies, strict=True):
+                if record:
+                    return job_info(job_id, q, record)
+        raise JobNotFound(job_id)
+
+    async def requeue_failed(self, queue: str, job_ids: Sequence[str]) -> list[str]:
+        """Send failed jobs back to their queue; returns the ids that were requeued."""
+        if not job_ids:
+            return []
+        k = self.keys(queue)
+        raw = await self.scripts.requeue_failed(
+            keys=[k.failed, k.queued, k.notify], args=[k.job_prefix, *job_ids]
+        )
+        return [_s(x) for x in raw]
+
+    async def queue_stats(self, queue: str) -> dict[str, int]:
+        """Counters and index sizes of one queue (one round trip)."""
+        k = self.keys(queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.stats)
+            pipe.llen(k.queued)
+            pipe.zcard(k.active)
+            pipe.zcard(k.scheduled)
+            pipe.zcard(k.retry)
+            pipe.zcard(k.failed)
+            counters, queued, active, scheduled, retrying, failed = await pipe.execute()
+        stats = {_s(key): int(value) for key, value in counters.items()}
+        stats.update(
+            queued=int(queued),
+            active=int(active),
+            scheduled=int(scheduled),
+            retrying=int(retrying),
+            failed_kept=int(failed),
+        )
+        return stats
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def job_info(job_id: str, queue: str, record: dict[bytes, bytes]) -> JobInfo:
+    """Build a :class:`JobInfo` from a job hash."""
+    f = {_s(k): v for k, v in record.items()}
+
+    def ms(name: str) -> int | None:
+        value = f.get(name)
+        return int(value) if value not in (None, b"") else None
+
+    result: Any = None
+    raw_result = f.get("result")
+    if raw_result:
+        try:
+            result = msgspec.json.decode(raw_result)
+        except msgspec.DecodeError:
+            result = None
+    error = f.get("error")
+    return JobInfo(
+        id=job_id,
+        type=_s(f.get("type", b"")),
+        queue=queue,
+        status=_s(f.get("status", b"")),
+        attempts=_int(f.get("attempts")),
+        retries=_int(f.get("retries")),
+        enqueued_at=ms_to_datetime(ms("enqueued_at")),
+        started_at=ms_to_datetime(ms("started_at")),
+        finished_at=ms_to_datetime(ms("finished_at")),
+        result=result,
+        error=_s(error) if error else None,
+        failures=_int(f.get("failures")),
+        lost_leases=_int(f.get("lost")),
+        run_at=ms_to_datetime(ms("run_at")),
+    )

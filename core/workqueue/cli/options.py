@@ -1,0 +1,93 @@
+"""Options shared by several commands; each also reads its ``WORKQUEUE_*`` variable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from workqueue.settings import DEFAULT_REDIS_URL
+
+__all__ = ["broker_options", "log_options", "redis_url_option"]
+
+F = Callable[..., Any]
+
+
+def redis_url_option(f: F) -> F:
+    return click.option(
+        "--redis-url",
+        envvar="WORKQUEUE_REDIS_URL",
+        default=DEFAULT_REDIS_URL,
+        show_default=True,
+        help="Redis URL (redis:// or rediss://, user and password in the URL).",
+    )(f)
+
+
+def broker_options(f: F) -> F:
+    for decorator in reversed(
+        [
+            click.option(
+                "--key-prefix",
+                envvar="WORKQUEUE_KEY_PREFIX",
+                default="wq",
+                show_default=True,
+                help="Prefix of every Redis key (isolates installations sharing a Redis).",
+            ),
+            click.option(
+                "--completed-ttl",
+                envvar="WORKQUEUE_COMPLETED_TTL",
+                type=click.FloatRange(min=0),
+                default=86400.0,
+                show_default=True,
+                help="Seconds a completed job is kept (0 = delete at once).",
+            ),
+            click.option(
+                "--failed-ttl",
+                envvar="WORKQUEUE_FAILED_TTL",
+                type=click.FloatRange(min=0),
+                default=7 * 86400.0,
+                show_default=True,
+                help="Seconds a failed job is kept.",
+            ),
+            click.option(
+                "--max-lost-leases",
+                envvar="WORKQUEUE_MAX_LOST_LEASES",
+                type=click.IntRange(min=1),
+                default=3,
+                show_default=True,
+                help="A job whose lease is lost this many times (its worker died) fails for good.",
+            ),
+        ]
+    ):
+        f = decorator(f)
+    return f
+
+
+def log_options(f: F) -> F:
+    for decorator in reversed(
+        [
+            click.option(
+                "--log-file",
+                envvar="WORKQUEUE_LOG_FILE",
+                default="logs.txt",
+                show_default=True,
+                help="Event log file ('' = stderr only).",
+            ),
+            click.option(
+                "--log-json/--no-log-json",
+                envvar="WORKQUEUE_LOG_JSON",
+                default=False,
+                help="Write JSON lines instead of text lines.",
+            ),
+            click.option(
+                "--log-level",
+                envvar="WORKQUEUE_LOG_LEVEL",
+                default="INFO",
+                show_default=True,
+                type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+            ),
+        ]
+    ):
+        f = decorator(f)
+    return f

@@ -1,0 +1,183 @@
+"""``workqueue worker``: run jobs of the installed job types."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+import click
+
+from workqueue.broker.broker import BrokerConfig
+from workqueue.cli.options import broker_options, log_options, redis_url_option
+from workqueue.errors import ConfigurationError, PluginError
+from workqueue.log import configure_logging, redact_url, shutdown_logging
+from workqueue.plugins import load_plugins
+from workqueue.registry import Registry
+from workqueue.settings import WorkerSettings, new_worker_id
+
+__all__ = ["worker_command"]
+
+
+@click.command("worker")
+@redis_url_option
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    envvar="WORKQUEUE_QUEUES",
+    help="Queue to consume (repeat for several, in priority order; env: comma-separated).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    envvar="WORKQUEUE_CONCURRENCY",
+    type=click.IntRange(min=1, max=10000),
+    default=50,
+    show_default=True,
+    help="Jobs in flight per worker process.",
+)
+@click.option(
+    "--processes",
+    "-p",
+    envvar="WORKQUEUE_PROCESSES",
+    type=click.IntRange(min=1, max=256),
+    default=1,
+    show_default=True,
+    help="Worker processes under one supervisor.",
+)
+@click.option(
+    "--lease-seconds",
+    envvar="WORKQUEUE_LEASE_SECONDS",
+    type=click.FloatRange(min=0.5),
+    default=30.0,
+    show_default=True,
+    help="How long a running job's lease lasts without renewal.",
+)
+@click.option(
+    "--grace-seconds",
+    envvar="WORKQUEUE_GRACE_SECONDS",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM/SIGINT, how long running jobs may take before they are handed back.",
+)
+@click.option(
+    "--idle-wait-seconds",
+    envvar="WORKQUEUE_IDLE_WAIT_SECONDS",
+    type=click.FloatRange(min=0.1, max=60),
+    default=5.0,
+    show_default=True,
+    help="Longest blocking wait of an idle worker before it checks leases and due jobs.",
+)
+@broker_options
+@log_options
+def worker_command(
+    redis_url: str,
+    queues: tuple[str, ...],
+    concurrency: int,
+    processes: int,
+    lease_seconds: float,
+    grace_seconds: float,
+    idle_wait_seconds: float,
+    key_prefix: str,
+    completed_ttl: float,
+    failed_ttl: float,
+    max_lost_leases: int,
+    log_file: str,
+    log_json: bool,
+    log_level: str,
+) -> None:
+    """Run jobs from Redis with the installed job-type plugins."""
+    queue_names = tuple(q.strip() for item in queues for q in item.split(",") if q.strip())
+    if processes > 1:
+        from workqueue.worker.supervisor import supervise
+
+        configure_logging(role="supervisor", log_file=log_file or None, json_lines=log_json)
+        args = _child_args(click.get_current_context().params)
+        sys.exit(supervise(processes, args))
+    worker_id = new_worker_id()
+    try:
+        settings = WorkerSettings(
+            redis_url=redis_url,
+            queues=queue_names or ("default",),
+            concurrency=concurrency,
+            lease_seconds=lease_seconds,
+            grace_seconds=grace_seconds,
+            idle_wait_seconds=idle_wait_seconds,
+            worker_id=worker_id,
+            broker=BrokerConfig(
+                prefix=key_prefix,
+                completed_ttl_s=completed_ttl,
+                failed_ttl_s=failed_ttl,
+                max_lost_leases=max_lost_leases,
+            ),
+        )
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from None
+    configure_logging(
+        role="worker",
+        log_file=log_file or None,
+        json_lines=log_json,
+        level=log_level.upper(),
+        worker_id=worker_id,
+    )
+    try:
+        pm = load_plugins()
+        registry = Registry.from_plugin_manager(pm)
+    except PluginError as exc:
+        click.echo(f"error: {exc}", err=True)
+        shutdown_logging()
+        sys.exit(1)
+    from loguru import logger
+
+    logger.info("connecting to {}", redact_url(redis_url))
+    from workqueue.worker.runner import Worker
+
+    worker = Worker(settings, registry, pm)
+    code = 0
+    try:
+        _run(worker)
+    except PluginError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = 1
+    finally:
+        shutdown_logging()
+    sys.exit(code)
+
+
+def _run(worker: Any) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.request_stop)
+        await worker.run()
+
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(main())
+
+
+def _child_args(params: dict[str, Any]) -> list[str]:
+    """Rebuild the command line for a child worker process (minus --processes)."""
+    args: list[str] = []
+    for name, value in params.items():
+        if name == "processes":
+            continue
+        flag = "--" + ("queue" if name == "queues" else name.replace("_", "-"))
+        if name == "queues":
+            for q in value:
+                args += [flag, q]
+        elif name == "log_json":
+            args.append("--log-json" if value else "--no-log-json")
+        else:
+            args += [flag, str(value)]
+    return args

@@ -1,0 +1,102 @@
+"""The job model shared by producer, client and worker: what goes into Redis and comes out."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+__all__ = ["EnqueuedJob", "JobInfo", "NewJob", "ReservedJob", "Status", "ms_to_datetime"]
+
+
+class Status(enum.StrEnum):
+    """The states of a job; each lives in exactly one Redis index (see docs/architecture.md)."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    ACTIVE = "active"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+def ms_to_datetime(ms: int | None) -> datetime | None:
+    """Redis-clock milliseconds to an aware UTC datetime."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class NewJob(msgspec.Struct, frozen=True):
+    """A validated job ready to be written (payload already JSON-encoded)."""
+
+    id: str
+    type: str
+    queue: str
+    payload: bytes
+    retries: int
+    timeout: float
+    delay_ms: int = -1
+    run_at_ms: int = -1
+    idempotency_key: str = ""
+    fingerprint: str = ""
+
+
+class EnqueuedJob(msgspec.Struct, frozen=True):
+    """The answer to an enqueue: the job's id and where it went."""
+
+    id: str
+    type: str
+    queue: str
+    status: str
+    retries: int
+    enqueued_at: datetime
+    duplicate: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of the HTTP answer."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "queue": self.queue,
+            "status": self.status,
+            "retries": self.retries,
+            "enqueued_at": self.enqueued_at.isoformat(),
+        }
+
+
+class ReservedJob(msgspec.Struct, frozen=True):
+    """A job a worker holds a lease on, with the fencing token of that lease."""
+
+    id: str
+    queue: str
+    token: str
+    type: str
+    payload: bytes
+    attempt: int
+    retries: int
+    timeout: float
+    enqueued_at_ms: int
+    failures: int
+    lost: int
+
+
+class JobInfo(msgspec.Struct, frozen=True):
+    """Everything ``GET /jobs/{id}`` shows about a job."""
+
+    id: str
+    type: str
+    queue: str
+    status: str
+    attempts: int
+    retries: int
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any
+    error: str | None
+    failures: int = 0
+    lost_leases: int = 0
+    run_at: datetime | None = None

@@ -1,0 +1,505 @@
+"""The worker process: fetch loop, bounded concurrency, lease renewal, batched outcomes.
+
+One event loop runs:
+- the fetch loop: reserve up to the free slots in one round trip; when nothing is there, block
+  on the queues' wake-up lists (BLPOP) until work arrives or the next due time, capped at
+  ``idle_wait_seconds``, so an idle worker sends well under one command per second;
+- one task per job (plain ``def`` handlers go to a thread pool);
+- the finisher: outcomes of finished jobs are settled in one script call per queue, so under
+  load many acks share one round trip;
+- the lease renewer and the heartbeat that advertises this worker's job types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from loguru import logger
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from workqueue.broker.broker import Broker, FinishOp
+from workqueue.broker.connection import create_redis
+from workqueue.errors import InvalidJobError, PluginError
+from workqueue.hookspecs import JobEvent, WorkerInfo
+from workqueue.job import ReservedJob, ms_to_datetime
+from workqueue.jobtypes import JobContext
+from workqueue.log import sanitize
+from workqueue.plugins import WorkQueuePluginManager, plugin_label
+from workqueue.registry import Registry
+from workqueue.settings import WorkerSettings
+from workqueue.worker.execution import (
+    Outcome,
+    decode_payload,
+    encode_result,
+    failure_outcome,
+    run_handler,
+)
+
+__all__ = ["Worker", "WorkerStats"]
+
+RECONNECT_MAX_SECONDS = 5.0
+#: the outcome of a job cancelled by a graceful stop: handed back, not counted as failed
+RELEASE = Outcome("fail", b"", -2)
+
+
+class _AttemptTimedOut(Exception):
+    """The attempt ran past its timeout and was cancelled."""
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """This process's own figures."""
+
+    started_at: float = field(default_factory=time.time)
+    reserved: int = 0
+    succeeded: int = 0
+    failed_attempts: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    stale: int = 0
+    recovered: int = 0
+    last_fetch_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    job: ReservedJob
+    op: FinishOp
+    duration_s: float
+    error: str | None = None
+
+
+class Worker:
+    """Runs jobs from the given queues until :meth:`request_stop`."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        registry: Registry,
+        plugin_manager: WorkQueuePluginManager | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.pm = plugin_manager
+        self.stats = WorkerStats()
+        self.redis: Redis = create_redis(settings.redis_url)
+        # BLPOP holds its connection; a socket timeout above the longest wait detects a dead link.
+        self._blocking: Redis = create_redis(
+            settings.redis_url, socket_timeout=settings.idle_wait_seconds + 5.0, retries=0
+        )
+        self.broker = Broker(self.redis, settings.broker)
+        self.info = WorkerInfo(settings.worker_id, settings.queues, settings.concurrency)
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.concurrency, thread_name_prefix="wq-handler"
+        )
+        self._running: dict[str, tuple[ReservedJob, asyncio.Task[None]]] = {}
+        self._lost: set[str] = set()
+        self._pending: list[_Pending] = []
+        self._finish_wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._releasing = False
+        self._closing = False
+        self._observed = bool(
+            plugin_manager and plugin_manager.hook.workqueue_job_event.get_hookimpls()
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop taking jobs; running ones get the grace period (thread-safe via the loop)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until stopped, then drain, release and close."""
+        await self._call_lifecycle("workqueue_worker_startup", strict=True)
+        logger.info(
+            "worker started: queues={} concurrency={} lease={}s types={}",
+            ",".join(self.settings.queues),
+            self.settings.concurrency,
+            self.settings.lease_seconds,
+            ",".join(self.registry.names()) or "-",
+        )
+        finisher = asyncio.create_task(self._finisher(), name="wq-finisher")
+        helpers = [
+            finisher,
+            asyncio.create_task(self._renewer(), name="wq-renewer"),
+            asyncio.create_task(self._heartbeat(), name="wq-heartbeat"),
+        ]
+        try:
+            await self._fetch_loop()
+            await self._drain()
+        finally:
+            # Outcomes first: the finisher drains what is pending, then returns by itself.
+            self._closing = True
+            self._finish_wake.set()
+            await asyncio.wait([finisher], timeout=self.settings.lease_seconds + 5)
+            for task in helpers:
+                task.cancel()
+            # redis-py may swallow a cancellation mid-command; never wait on it forever.
+            await asyncio.wait(helpers, timeout=2)
+            await self._unregister()
+            await self._call_lifecycle("workqueue_worker_shutdown", strict=False)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            await self.redis.aclose()
+            await self._blocking.aclose()
+            logger.info(
+                "worker stopped: succeeded={} failed={} retried={} released={}",
+                self.stats.succeeded,
+                self.stats.failed,
+                self.stats.retried,
+                self.stats.released,
+            )
+
+    async def _call_lifecycle(self, hook_name: str, *, strict: bool) -> None:
+        if self.pm is None:
+            return
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            label = plugin_label(self.pm, impl.plugin)
+            try:
+                result = impl.function(worker=self.info)
+                if result is not None:
+                    await result
+            except Exception as exc:
+                if strict:
+                    raise PluginError(f"plugin {label!r} failed in {hook_name}: {exc}") from exc
+                logger.error("plugin {} failed in {}: {}", label, hook_name, sanitize(exc))
+
+    # -- fetching --------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            free = self.settings.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._wait_any(self._slot_free.wait())
+                continue
+            try:
+                got, wait_s = await self._reserve(free)
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                logger.warning(
+                    "redis unavailable while fetching ({}); retrying in {:.1f}s",
+                    sanitize(exc, 200),
+                    backoff,
+                )
+                await self._wait_any(asyncio.sleep(backoff))
+                backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+                continue
+            if got:
+                continue
+            try:
+                await self._wait_any(
+                    self.broker.wait_for_work(self._blocking, self.settings.queues, wait_s)
+                )
+            except (RedisError, OSError) as exc:
+                logger.warning("redis unavailable while waiting ({})", sanitize(exc, 200))
+                await self._wait_any(asyncio.sleep(backoff))
+                backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+
+    async def _wait_any(self, awaitable: Any) -> None:
+        """Await ``awaitable`` unless a stop request comes first (then it is cancelled)."""
+        task = asyncio.ensure_future(awaitable)
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when="FIRST_COMPLETED")
+        finally:
+            stopper.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                    await task
+        if task.done() and not task.cancelled():
+            task.result()
+
+    async def _reserve(self, free: int) -> tuple[int, float]:
+        """Reserve from the queues in priority order; returns (jobs got, idle wait seconds)."""
+        got = 0
+        wait_s = self.settings.idle_wait_seconds
+        for queue in self.settings.queues:
+            if free - got <= 0:
+                break
+            (result,) = await self.broker.reserve(
+                [(queue, free - got)],
+                lease_ms=self.settings.lease_ms,
+                worker_id=self.settings.worker_id,
+            )
+            self.stats.last_fetch_at = time.time()
+            for rec in result.recovered:
+                self.stats.recovered += 1
+                log = logger.bind(job_id=rec.job_id, type=rec.type, queue=rec.queue)
+                if rec.outcome == "failed":
+                    log.error("failed for good: lease lost too many times (worker died each time)")
+                else:
+                    log.warning("recovered after a lost lease: requeued")
+            for job in result.jobs:
+                self._start(job)
+            got += len(result.jobs)
+            if result.next_wake_ms is not None:
+                wait_s = min(wait_s, max(0.0, (result.next_wake_ms - result.now_ms) / 1000))
+        return got, wait_s
+
+    def _start(self, job: ReservedJob) -> None:
+        self.stats.reserved += 1
+        task = asyncio.create_task(self._run_job(job), name=f"wq-job-{job.id}")
+        self._running[job.id] = (job, task)
+
+    # -- running a job ---------------------------------------------------------------------
+
+    async def _run_job(self, job: ReservedJob) -> None:
+        log = logger.bind(job_id=job.id, type=job.type, attempt=job.attempt, queue=job.queue)
+        job_type = self.registry.get(job.type)
+        started = time.perf_counter()
+        outcome: Outcome | None = None
+        try:
+            if job_type is None:
+                raise LookupError(
+                    f"job type {job.type!r} is not installed on worker {self.settings.worker_id}"
+                )
+            payload = decode_payload(
+                self.registry, job_type, job.payload, self.settings.max_payload_bytes
+            )
+            ctx = JobContext(
+                job_id=job.id,
+                type=job.type,
+                queue=job.queue,
+                attempt=job.attempt,
+                retries=job.retries,
+                enqueued_at=ms_to_datetime(job.enqueued_at_ms),  # type: ignore[arg-type]
+                worker_id=self.settings.worker_id,
+                timeout=job.timeout,
+                logger=log,
+            )
+            log.info("started")
+            self._emit("started", job)
+            timeout = job.timeout if job.timeout > 0 else job_type.timeout
+            deadline = asyncio.timeout(timeout)
+            try:
+                async with deadline:
+                    result = await run_handler(job_type, payload, ctx, self._executor)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise  # the handler's own TimeoutError: an ordinary failed attempt
+                raise _AttemptTimedOut(f"timed out after {timeout:g}s") from None
+            encoded, warning = encode_result(result, self.settings.max_result_bytes)
+            if warning:
+                log.warning("{}; stored as null", warning)
+            outcome = Outcome("ack", encoded)
+        except asyncio.CancelledError:
+            if job.id in self._lost:
+                log.warning("lease lost while running: outcome dropped (job runs elsewhere)")
+                return
+            if not self._releasing:
+                raise
+            outcome = RELEASE
+        except InvalidJobError as exc:
+            outcome = Outcome("fail", f"invalid job: {sanitize(str(exc), 2000)}", -1)
+        except _AttemptTimedOut as exc:
+            delay = failure_outcome(exc, job_type, job.failures).delay_ms
+            outcome = Outcome("fail", str(exc), delay)
+        except Exception as exc:
+            outcome = failure_outcome(exc, job_type, job.failures)
+        finally:
+            if outcome is not None:
+                self._settle(job, outcome, time.perf_counter() - started)
+            self._running.pop(job.id, None)
+            self._lost.discard(job.id)
+            self._slot_free.set()
+
+    def _settle(self, job: ReservedJob, outcome: Outcome, duration_s: float) -> None:
+        if outcome.kind == "ack":
+            op = FinishOp("ack", job.id, job.token, outcome.data)
+            error = None
+        elif outcome is RELEASE:
+            op = FinishOp("release", job.id, job.token)
+            error = None
+        else:
+            op = FinishOp("fail", job.id, job.token, outcome.data, outcome.delay_ms)
+            error = outcome.data if isinstance(outcome.data, str) else outcome.data.decode()
+        self._pending.append(_Pending(job, op, duration_s, error))
+        self._finish_wake.set()
+
+    def _emit(
+        self, kind: Any, job: ReservedJob, duration: float | None = None, error: str | None = None
+    ) -> None:
+        if not self._observed or self.pm is None:
+            return
+        event = JobEvent(
+            kind, job.id, job.type, job.queue, job.attempt, self.settings.worker_id, duration, error
+        )
+        for impl in self.pm.hook.workqueue_job_event.get_hookimpls():
+            try:
+                impl.function(event=event)
+            except Exception as exc:
+                logger.error(
+                    "plugin {} failed in workqueue_job_event: {}",
+                    plugin_label(self.pm, impl.plugin),
+                    sanitize(exc),
+                )
+
+    # -- settling outcomes -----------------------------------------------------------------
+
+    async def _finisher(self) -> None:
+        while True:
+            await self._finish_wake.wait()
+            self._finish_wake.clear()
+            await self._flush()
+            if self._closing and not self._pending:
+                return
+
+    async def _flush(self) -> None:
+        """Send every pending outcome; on a Redis error keep them and retry with backoff.
+
+        Once the worker is closing, it gives up after ``lease_seconds``: the leases of the
+        unreported jobs then expire and the jobs run again elsewhere (at least once).
+        """
+        backoff = 0.05
+        deadline: float | None = None
+        while self._pending:
+            if self._closing and deadline is None:
+                deadline = time.monotonic() + max(2.0, self.settings.lease_seconds)
+            batch, self._pending = self._pending, []
+            ops: dict[str, list[FinishOp]] = {}
+            for item in batch:
+                ops.setdefault(item.job.queue, []).append(item.op)
+            try:
+                outcomes = await self.broker.finish(ops)
+            except (RedisError, OSError) as exc:
+                self._pending = batch + self._pending
+                if deadline is not None and time.monotonic() > deadline:
+                    logger.error(
+                        "could not report {} outcomes ({}); their leases will expire and "
+                        "the jobs run again",
+                        len(self._pending),
+                        sanitize(exc, 200),
+                    )
+                    self._pending = []
+                    return
+                logger.warning(
+                    "redis unavailable while reporting outcomes ({})", sanitize(exc, 200)
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+                continue
+            iters = {q: iter(v) for q, v in outcomes.items()}
+            for item in batch:
+                self._log_outcome(item, next(iters[item.job.queue]))
+
+    def _log_outcome(self, item: _Pending, outcome: str) -> None:
+        job = item.job
+        log = logger.bind(job_id=job.id, type=job.type, attempt=job.attempt, queue=job.queue)
+        ms = item.duration_s * 1000
+        if outcome == "completed":
+            self.stats.succeeded += 1
+            log.info("succeeded in {:.1f} ms", ms)
+            self._emit("succeeded", job, item.duration_s)
+        elif outcome == "retrying":
+            self.stats.failed_attempts += 1
+            self.stats.retried += 1
+            log.warning("attempt failed after {:.1f} ms: {}", ms, item.error)
+            log.warning("retry scheduled in {:.2f}s", item.op.delay_ms / 1000)
+            self._emit("attempt_failed", job, item.duration_s, item.error)
+            self._emit("retry_scheduled", job, item.duration_s, item.error)
+        elif outcome == "failed":
+            self.stats.failed_attempts += 1
+            self.stats.failed += 1
+            log.error("failed for good after {} attempt(s): {}", job.attempt, item.error)
+            self._emit("attempt_failed", job, item.duration_s, item.error)
+            self._emit("failed", job, item.duration_s, item.error)
+        elif outcome == "released":
+            self.stats.released += 1
+            log.info("released back to the queue (worker stopping)")
+        elif outcome == "stale":
+            self.stats.stale += 1
+            log.warning(
+                "stale lease: {} refused (the lease expired and the job was handed on)",
+                item.op.op,
+            )
+        elif outcome == "missing":
+            log.warning("job record vanished before its outcome was reported")
+
+    # -- leases and heartbeat --------------------------------------------------------------
+
+    async def _renewer(self) -> None:
+        interval = max(0.2, self.settings.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if not self._running:
+                continue
+            leases: dict[str, list[tuple[str, str]]] = {}
+            for job, _task in self._running.values():
+                leases.setdefault(job.queue, []).append((job.id, job.token))
+            try:
+                lost = await self.broker.renew(leases, lease_ms=self.settings.lease_ms)
+            except (RedisError, OSError) as exc:
+                logger.warning("could not renew leases ({})", sanitize(exc, 200))
+                continue
+            for ids in lost.values():
+                for job_id in ids:
+                    entry = self._running.get(job_id)
+                    if entry is not None:
+                        self._lost.add(job_id)
+                        entry[1].cancel()
+
+    def _advert(self) -> bytes:
+        return msgspec.json.encode(
+            {
+                "id": self.settings.worker_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": list(self.settings.queues),
+                "types": self.registry.names(),
+                "concurrency": self.settings.concurrency,
+                "started_at": self.stats.started_at,
+            }
+        )
+
+    async def _heartbeat(self) -> None:
+        keys = self.broker.globals
+        ttl = max(2, int(self.settings.heartbeat_seconds * 3))
+        while True:
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.set(keys.worker(self.settings.worker_id), self._advert(), ex=ttl)
+                    pipe.zadd(keys.workers, {self.settings.worker_id: int(time.time() * 1000)})
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                logger.debug("heartbeat failed ({})", sanitize(exc, 200))
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    async def _unregister(self) -> None:
+        keys = self.broker.globals
+        with contextlib.suppress(RedisError, OSError):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(keys.worker(self.settings.worker_id))
+                pipe.zrem(keys.workers, self.settings.worker_id)
+                await pipe.execute()
+
+    # -- graceful stop ---------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period, then release the rest at once."""
+        tasks = [task for _job, task in self._running.values()]
+        if tasks:
+            logger.info(
+                "stopping: waiting up to {:g}s for {} running job(s)",
+                self.settings.grace_seconds,
+                len(tasks),
+            )
+            _done, pending = await asyncio.wait(tasks, timeout=self.settings.grace_seconds)
+            if pending:
+                self._releasing = True
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
