@@ -231,3 +231,38 @@ def test_good_plugin_kill_self_kills_its_process(
 
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert "survived" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("selection", "named"),
+    [
+        ("wq_testplugin_good,wq_testplugin_dup", ["wq-testplugin-good", "wq-testplugin-dup"]),
+        ("wq_testplugin_good,wq_testplugin_broken", ["wq-testplugin-broken"]),
+    ],
+)
+def test_the_worker_refuses_to_start_with_a_bad_plugin_set(
+    installed_test_plugin: None,
+    side_plugins: Path,
+    tmp_path: Path,
+    selection: str,
+    named: list[str],
+) -> None:
+    env = dict(os.environ)
+    env[PLUGINS_ENV_VAR] = selection
+    env["PYTHONPATH"] = str(side_plugins)
+    env["WORKQUEUE_LOG_FILE"] = str(tmp_path / "log.txt")
+    done = subprocess.run(
+        [sys.executable, "-m", "workqueue", "worker"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    assert "Traceback" not in done.stderr
+    for plugin in named:
+        assert plugin in last
