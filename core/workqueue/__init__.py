@@ -7,6 +7,7 @@ The public API for applications and plugin authors::
 
 from __future__ import annotations
 
+from workqueue.client import Client, SyncClient, TaskSpec
 from workqueue.errors import (
     BrokerUnavailable,
     IdempotencyConflict,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backoff",
     "BrokerUnavailable",
+    "Client",
     "IdempotencyConflict",
     "JobContext",
     "JobEvent",
@@ -34,6 +36,8 @@ __all__ = [
     "PayloadValidationError",
     "PermanentError",
     "RetryLater",
+    "SyncClient",
+    "TaskSpec",
     "TaskValidationError",
     "UnknownJobTypeError",
     "WorkQueueError",
