@@ -162,6 +162,7 @@ class WorkerProcs:
             "WORKQUEUE_REDIS_URL": REDIS_URL,
             "WORKQUEUE_LEASE_SECONDS": str(lease),
             "WORKQUEUE_LOG_FILE": str(self.log_file(index)),
+            "WORKQUEUE_METRICS_PORT": "0",
             **(env or {}),
         }
         with (self.tmp_path / f"worker-{index}.stderr").open("wb") as stderr:

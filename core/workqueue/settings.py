@@ -35,6 +35,9 @@ class WorkerSettings:
     heartbeat_seconds: float = 5.0
     max_payload_bytes: int = 1024 * 1024
     max_result_bytes: int = 1024 * 1024
+    #: port of the /metrics server (None = no server)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     worker_id: str = field(default_factory=new_worker_id)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
 

@@ -50,6 +50,21 @@ __all__ = ["worker_command"]
     help="Worker processes under one supervisor.",
 )
 @click.option(
+    "--metrics-port",
+    envvar="WORKQUEUE_METRICS_PORT",
+    type=click.IntRange(min=0, max=65535),
+    default=8001,
+    show_default=True,
+    help="Port of GET /metrics (0 = no metrics server; with --processes K: ports P..P+K-1).",
+)
+@click.option(
+    "--metrics-host",
+    envvar="WORKQUEUE_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics server binds to.",
+)
+@click.option(
     "--lease-seconds",
     envvar="WORKQUEUE_LEASE_SECONDS",
     type=click.FloatRange(min=0.5),
@@ -80,6 +95,8 @@ def worker_command(
     queues: tuple[str, ...],
     concurrency: int,
     processes: int,
+    metrics_port: int,
+    metrics_host: str,
     lease_seconds: float,
     grace_seconds: float,
     idle_wait_seconds: float,
@@ -98,7 +115,7 @@ def worker_command(
 
         configure_logging(role="supervisor", log_file=log_file or None, json_lines=log_json)
         args = _child_args(click.get_current_context().params)
-        sys.exit(supervise(processes, args))
+        sys.exit(supervise(processes, args, metrics_port))
     worker_id = new_worker_id()
     try:
         settings = WorkerSettings(
@@ -108,6 +125,8 @@ def worker_command(
             lease_seconds=lease_seconds,
             grace_seconds=grace_seconds,
             idle_wait_seconds=idle_wait_seconds,
+            metrics_port=metrics_port or None,
+            metrics_host=metrics_host,
             worker_id=worker_id,
             broker=BrokerConfig(
                 prefix=key_prefix,
@@ -141,7 +160,7 @@ def worker_command(
     code = 0
     try:
         _run(worker)
-    except PluginError as exc:
+    except (PluginError, ConfigurationError) as exc:
         click.echo(f"error: {exc}", err=True)
         code = 1
     finally:
@@ -170,7 +189,7 @@ def _child_args(params: dict[str, Any]) -> list[str]:
     """Rebuild the command line for a child worker process (minus --processes)."""
     args: list[str] = []
     for name, value in params.items():
-        if name == "processes":
+        if name in ("processes", "metrics_port"):
             continue
         flag = "--" + ("queue" if name == "queues" else name.replace("_", "-"))
         if name == "queues":

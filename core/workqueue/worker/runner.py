@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from workqueue.broker.broker import Broker, FinishOp
 from workqueue.broker.connection import create_redis
-from workqueue.errors import InvalidJobError, PluginError
+from workqueue.errors import ConfigurationError, InvalidJobError, PluginError
 from workqueue.hookspecs import JobEvent, WorkerInfo
 from workqueue.job import ReservedJob, ms_to_datetime
 from workqueue.jobtypes import JobContext
@@ -43,6 +43,7 @@ from workqueue.worker.execution import (
     failure_outcome,
     run_handler,
 )
+from workqueue.worker.metrics import RunTimeHistogram, collect, render_prometheus, wants_prometheus
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -110,6 +111,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._releasing = False
         self._closing = False
+        self.histogram = RunTimeHistogram()
+        self._metrics_server: asyncio.Server | None = None
         self._observed = bool(
             plugin_manager and plugin_manager.hook.workqueue_job_event.get_hookimpls()
         )
@@ -130,6 +133,23 @@ class Worker:
             self.settings.lease_seconds,
             ",".join(self.registry.names()) or "-",
         )
+        if self.settings.metrics_port is not None:
+            from workqueue.worker.http import serve
+
+            try:
+                self._metrics_server = await serve(
+                    self.settings.metrics_host, self.settings.metrics_port, self._metrics_route
+                )
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"metrics server cannot listen on {self.settings.metrics_host}:"
+                    f"{self.settings.metrics_port}: {exc.strerror or exc}"
+                ) from None
+            logger.info(
+                "metrics on http://{}:{}/metrics",
+                self.settings.metrics_host,
+                self.settings.metrics_port,
+            )
         finisher = asyncio.create_task(self._finisher(), name="wq-finisher")
         helpers = [
             finisher,
@@ -148,6 +168,8 @@ class Worker:
                 task.cancel()
             # redis-py may swallow a cancellation mid-command; never wait on it forever.
             await asyncio.wait(helpers, timeout=2)
+            if self._metrics_server is not None:
+                self._metrics_server.close()
             await self._unregister()
             await self._call_lifecycle("workqueue_worker_shutdown", strict=False)
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -174,6 +196,21 @@ class Worker:
                 if strict:
                     raise PluginError(f"plugin {label!r} failed in {hook_name}: {exc}") from exc
                 logger.error("plugin {} failed in {}: {}", label, hook_name, sanitize(exc))
+
+    def running_jobs(self) -> list[ReservedJob]:
+        """The jobs this process is running now."""
+        return [job for job, _task in self._running.values()]
+
+    async def _metrics_route(self, path: str, headers: dict[str, str]) -> tuple[int, str, bytes]:
+        from workqueue.worker.http import json_response
+
+        if path not in ("/metrics", "/api/metrics"):
+            return json_response(404, {"error": "not found", "routes": ["/metrics"]})
+        figures = await collect(self)
+        if wants_prometheus(headers.get("accept", "")):
+            body = render_prometheus(figures, self.histogram).encode()
+            return 200, "text/plain; version=0.0.4; charset=utf-8", body
+        return json_response(200, figures)
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -400,6 +437,10 @@ class Worker:
         job = item.job
         log = logger.bind(job_id=job.id, type=job.type, attempt=job.attempt, queue=job.queue)
         ms = item.duration_s * 1000
+        if outcome in ("completed", "retrying", "failed"):
+            self.histogram.observe(
+                job.type, "succeeded" if outcome == "completed" else "failed", item.duration_s
+            )
         if outcome == "completed":
             self.stats.succeeded += 1
             log.info("succeeded in {:.1f} ms", ms)

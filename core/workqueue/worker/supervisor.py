@@ -21,15 +21,19 @@ __all__ = ["supervise"]
 RESTART_DELAY_MAX_SECONDS = 10.0
 
 
-def supervise(processes: int, child_args: Sequence[str]) -> int:
-    """Run ``processes`` children with ``workqueue worker <child_args>``; returns an exit code."""
+def supervise(processes: int, child_args: Sequence[str], metrics_port: int = 0) -> int:
+    """Run ``processes`` children with ``workqueue worker <child_args>``; returns an exit code.
+
+    Child ``i`` serves its metrics on ``metrics_port + i`` (none when ``metrics_port`` is 0).
+    """
     command = [sys.executable, "-m", "workqueue", "worker", *child_args, "--processes", "1"]
     children: dict[int, subprocess.Popen[bytes]] = {}
     delays: dict[int, float] = {}
     stopping = False
 
     def spawn(slot: int) -> None:
-        children[slot] = subprocess.Popen(command)
+        port = str(metrics_port + slot) if metrics_port else "0"
+        children[slot] = subprocess.Popen([*command, "--metrics-port", port])
         logger.info("supervisor: started worker process {} (pid {})", slot, children[slot].pid)
 
     def forward(signum: int, _frame: FrameType | None) -> None:

@@ -1,0 +1,243 @@
+"""The worker's ``/metrics`` figures: system-wide totals from Redis plus this process's own.
+
+JSON by default (the seed's fields first); the Prometheus text format when the ``Accept``
+header prefers ``text/plain`` or ``application/openmetrics-text``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from workqueue.broker.broker import Broker
+
+if TYPE_CHECKING:
+    from workqueue.worker.runner import Worker
+
+__all__ = ["RunTimeHistogram", "collect", "render_prometheus", "wants_prometheus"]
+
+#: run-time histogram bucket bounds, seconds
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class RunTimeHistogram:
+    """Cumulative run-time histograms per job type and outcome, in this process."""
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, job_type: str, outcome: str, seconds: float) -> None:
+        """Count one finished attempt."""
+        row = self._data.get((job_type, outcome))
+        if row is None:
+            # len(BUCKETS) bucket counts, then +Inf count, then the sum
+            row = self._data[(job_type, outcome)] = [0.0] * (len(BUCKETS) + 2)
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                row[i] += 1
+        row[len(BUCKETS)] += 1
+        row[len(BUCKETS) + 1] += seconds
+
+    def items(self) -> list[tuple[str, str, list[float]]]:
+        return [(t, o, row) for (t, o), row in sorted(self._data.items())]
+
+
+async def _queue_figures(broker: Broker, queues: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per-queue counters and index sizes, plus the oldest waiting job's age (2 round trips)."""
+    if not queues:
+        return {}
+    async with broker.redis.pipeline(transaction=False) as pipe:
+        for q in queues:
+            k = broker.keys(q)
+            pipe.hgetall(k.stats)
+            pipe.llen(k.queued)
+            pipe.zcard(k.active)
+            pipe.zcard(k.scheduled)
+            pipe.zcard(k.retry)
+            pipe.zcard(k.failed)
+            pipe.lindex(k.queued, 0)
+        pipe.time()
+        replies = await pipe.execute()
+    now_s, now_us = replies[-1]
+    now_ms = int(now_s) * 1000 + int(now_us) // 1000
+    figures: dict[str, dict[str, Any]] = {}
+    heads: list[tuple[str, bytes]] = []
+    for i, q in enumerate(queues):
+        stats, queued, active, scheduled, retrying, failed_kept, head = replies[i * 7 : i * 7 + 7]
+        counters = {k.decode(): int(v) for k, v in stats.items()}
+        figures[q] = {
+            "counters": counters,
+            "queued": int(queued),
+            "running": int(active),
+            "scheduled": int(scheduled),
+            "retrying": int(retrying),
+            "failed_kept": int(failed_kept),
+            "oldest_waiting_seconds": 0.0,
+        }
+        if head:
+            heads.append((q, head))
+    if heads:
+        async with broker.redis.pipeline(transaction=False) as pipe:
+            for q, head in heads:
+                pipe.hget(broker.keys(q).job(head.decode()), "enqueued_at")
+            enqueued = await pipe.execute()
+        for (q, _), at in zip(heads, enqueued, strict=True):
+            if at:
+                figures[q]["oldest_waiting_seconds"] = max(0.0, (now_ms - int(at)) / 1000)
+    return figures
+
+
+async def collect(worker: Worker) -> dict[str, Any]:
+    """The JSON body of ``GET /metrics``."""
+    broker = worker.broker
+    queues = sorted(set(await broker.known_queues()) | set(worker.settings.queues))
+    per_queue = await _queue_figures(broker, queues)
+    totals = {
+        "total_jobs_in_queue": 0,
+        "jobs_done": 0,
+        "jobs_failed": 0,
+        "running": 0,
+        "scheduled": 0,
+        "retrying": 0,
+        "failed_attempts": 0,
+        "retried": 0,
+        "lost_leases": 0,
+        "enqueued": 0,
+        "oldest_waiting_seconds": 0.0,
+    }
+    types: dict[str, dict[str, int]] = {}
+    queues_out: dict[str, dict[str, Any]] = {}
+    for q, fig in per_queue.items():
+        c = fig["counters"]
+        row = {
+            "jobs_in_queue": fig["queued"],
+            "jobs_done": c.get("done", 0),
+            "jobs_failed": c.get("failed", 0),
+            "running": fig["running"],
+            "scheduled": fig["scheduled"],
+            "retrying": fig["retrying"],
+            "failed_attempts": c.get("failed_attempts", 0),
+            "retried": c.get("retried", 0),
+            "lost_leases": c.get("lost_leases", 0),
+            "enqueued": c.get("enqueued", 0),
+            "oldest_waiting_seconds": round(fig["oldest_waiting_seconds"], 3),
+        }
+        queues_out[q] = row
+        totals["total_jobs_in_queue"] += row["jobs_in_queue"]
+        for name in ("jobs_done", "jobs_failed", "running", "scheduled", "retrying"):
+            totals[name] += row[name]
+        for name in ("failed_attempts", "retried", "lost_leases", "enqueued"):
+            totals[name] += row[name]
+        totals["oldest_waiting_seconds"] = max(
+            totals["oldest_waiting_seconds"], row["oldest_waiting_seconds"]
+        )
+        for key, value in c.items():
+            counter, sep, job_type = key.partition("|")
+            if sep:
+                entry = types.setdefault(job_type, {"done": 0, "failed": 0, "failed_attempts": 0})
+                entry[counter] = entry.get(counter, 0) + value
+    s = worker.stats
+    process = {
+        "worker_id": worker.settings.worker_id,
+        "queues": list(worker.settings.queues),
+        "concurrency": worker.settings.concurrency,
+        "running": len(worker.running_jobs()),
+        "uptime_seconds": round(time.time() - s.started_at, 3),
+        "reserved": s.reserved,
+        "succeeded": s.succeeded,
+        "failed_attempts": s.failed_attempts,
+        "failed": s.failed,
+        "retried": s.retried,
+        "released": s.released,
+        "stale_outcomes_refused": s.stale,
+        "leases_recovered": s.recovered,
+        "last_fetch_at": s.last_fetch_at or None,
+    }
+    return {**totals, "queues": queues_out, "types": types, "worker": process}
+
+
+def wants_prometheus(accept: str) -> bool:
+    """True when the Accept header prefers Prometheus text over JSON."""
+    best_q, best = -1.0, "json"
+    for part in accept.split(","):
+        media, _, params = part.strip().partition(";")
+        media = media.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        kind = None
+        if media in ("text/plain", "application/openmetrics-text"):
+            kind = "prom"
+        elif media in ("application/json", "*/*", "application/*"):
+            kind = "json"
+        if kind is not None and q > best_q:
+            best_q, best = q, kind
+    return best == "prom"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_prometheus(figures: dict[str, Any], histogram: RunTimeHistogram) -> str:
+    """The Prometheus text exposition format (version 0.0.4) of :func:`collect`'s figures."""
+    lines: list[str] = []
+
+    def family(name: str, kind: str, doc: str) -> None:
+        lines.append(f"# HELP {name} {doc}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    per_queue = [
+        ("workqueue_jobs_in_queue", "gauge", "jobs_in_queue", "Jobs waiting to run now."),
+        ("workqueue_jobs_running", "gauge", "running", "Jobs running (leased)."),
+        ("workqueue_jobs_scheduled", "gauge", "scheduled", "Delayed jobs not yet due."),
+        ("workqueue_jobs_retrying", "gauge", "retrying", "Jobs waiting out a retry backoff."),
+        ("workqueue_jobs_done_total", "counter", "jobs_done", "Jobs completed, ever."),
+        ("workqueue_jobs_failed_total", "counter", "jobs_failed", "Jobs failed for good, ever."),
+        ("workqueue_failed_attempts_total", "counter", "failed_attempts", "Failed attempts."),
+        ("workqueue_lost_leases_total", "counter", "lost_leases", "Leases that expired."),
+        (
+            "workqueue_oldest_waiting_seconds",
+            "gauge",
+            "oldest_waiting_seconds",
+            "Age of the oldest job waiting to run.",
+        ),
+    ]
+    for name, kind, field, doc in per_queue:
+        family(name, kind, doc)
+        for q, row in figures["queues"].items():
+            lines.append(f'{name}{{queue="{_label(q)}"}} {row[field]}')
+    family("workqueue_type_jobs_done_total", "counter", "Jobs completed, per type.")
+    for t, row in figures["types"].items():
+        lines.append(f'workqueue_type_jobs_done_total{{type="{_label(t)}"}} {row.get("done", 0)}')
+    family("workqueue_type_jobs_failed_total", "counter", "Jobs failed for good, per type.")
+    for t, row in figures["types"].items():
+        lines.append(
+            f'workqueue_type_jobs_failed_total{{type="{_label(t)}"}} {row.get("failed", 0)}'
+        )
+    w = figures["worker"]
+    family("workqueue_worker_uptime_seconds", "gauge", "This worker process's uptime.")
+    lines.append(f"workqueue_worker_uptime_seconds {w['uptime_seconds']}")
+    family("workqueue_worker_running", "gauge", "Jobs running in this process.")
+    lines.append(f"workqueue_worker_running {w['running']}")
+    family("workqueue_worker_succeeded_total", "counter", "Jobs this process completed.")
+    lines.append(f"workqueue_worker_succeeded_total {w['succeeded']}")
+    family(
+        "workqueue_job_run_seconds",
+        "histogram",
+        "Run time of attempts in this process, per type and outcome.",
+    )
+    for job_type, outcome, row in histogram.items():
+        labels = f'type="{_label(job_type)}",outcome="{outcome}"'
+        for bound, count in zip(BUCKETS, row, strict=False):
+            lines.append(f'workqueue_job_run_seconds_bucket{{{labels},le="{bound}"}} {count:g}')
+        lines.append(f'workqueue_job_run_seconds_bucket{{{labels},le="+Inf"}} {row[-2]:g}')
+        lines.append(f"workqueue_job_run_seconds_count{{{labels}}} {row[-2]:g}")
+        lines.append(f"workqueue_job_run_seconds_sum{{{labels}}} {row[-1]:.6f}")
+    return "\n".join(lines) + "\n"
