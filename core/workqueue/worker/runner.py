@@ -513,7 +513,10 @@ class Worker:
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.set(keys.worker(self.settings.worker_id), self._advert(), ex=ttl)
-                    pipe.zadd(keys.workers, {self.settings.worker_id: int(time.time() * 1000)})
+                    now_ms = int(time.time() * 1000)
+                    pipe.zadd(keys.workers, {self.settings.worker_id: now_ms})
+                    # Forget workers that stopped beating (crashed without unregistering).
+                    pipe.zremrangebyscore(keys.workers, "-inf", now_ms - ttl * 1000)
                     await pipe.execute()
             except (RedisError, OSError) as exc:
                 logger.debug("heartbeat failed ({})", sanitize(exc, 200))
