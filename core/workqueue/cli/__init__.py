@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from workqueue import __version__
+from workqueue.cli.producer import producer_command
+from workqueue.cli.up import up_command
 from workqueue.cli.worker import worker_command
 
 __all__ = ["cli", "main"]
@@ -17,6 +19,8 @@ def cli() -> None:
 
 
 cli.add_command(worker_command)
+cli.add_command(producer_command)
+cli.add_command(up_command)
 
 
 def main() -> None:

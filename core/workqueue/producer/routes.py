@@ -1,0 +1,185 @@
+"""The producer's route handlers. Errors are raised, and mapped to answers in one place (app.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
+from loguru import logger
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from workqueue.client import Client, TaskSpec, prepare_task
+from workqueue.errors import BrokerUnavailable, JobNotFound, TaskValidationError
+from workqueue.job import EnqueuedJob
+from workqueue.producer.parsing import decode_body, spec_from_object
+from workqueue.producer.schemas import (
+    BatchOperation,
+    EnqueueAnswer,
+    EnqueueOperation,
+    ErrorAnswer,
+    HealthAnswer,
+    JobAnswer,
+)
+
+__all__ = ["ROUTES"]
+
+T = TypeVar("T")
+
+_MAX_JOB_ID = 200
+
+_ERRORS = {
+    400: ResponseSpec(ErrorAnswer, description="Malformed JSON body"),
+    401: ResponseSpec(ErrorAnswer, description="Missing or wrong API key"),
+    413: ResponseSpec(ErrorAnswer, description="Body over the size limit"),
+    422: ResponseSpec(ErrorAnswer, description="A field is invalid (named in `field`)"),
+    503: ResponseSpec(ErrorAnswer, description="Redis unreachable; retry after Retry-After"),
+}
+
+
+async def guarded(call: Awaitable[T], deadline_s: float) -> T:
+    """Await a Redis-backed call; an unreachable or slow Redis becomes BrokerUnavailable."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await call
+    except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+        raise BrokerUnavailable(f"Redis is unreachable: {type(exc).__name__}") from None
+
+
+def _answer(job: EnqueuedJob) -> EnqueueAnswer:
+    return EnqueueAnswer(**job.to_dict())
+
+
+def _log_enqueued(jobs: list[EnqueuedJob]) -> None:
+    for job in jobs:
+        logger.bind(job_id=job.id, type=job.type, queue=job.queue).info(
+            "duplicate (idempotency key)" if job.duplicate else "enqueued"
+        )
+
+
+async def _locate(client: Client, specs: list[TaskSpec], exc: TaskValidationError) -> int | None:
+    """Which spec of a batch fails validation (only called on the error path, no Redis)."""
+    from workqueue.errors import UnknownJobTypeError
+
+    if isinstance(exc, UnknownJobTypeError):
+        remote = set(exc.known)
+    else:  # every type was known, or enqueue_specs would have raised UnknownJobTypeError first
+        remote = {s.type for s in specs if isinstance(s.type, str)}
+    for index, spec in enumerate(specs):
+        try:
+            prepare_task(spec, client.registry, client.limits, remote)
+        except TaskValidationError:
+            return index
+    return None
+
+
+@post(
+    ["/enqueue", "/api/enqueue"],
+    status_code=202,
+    summary="Enqueue one task",
+    operation_class=EnqueueOperation,
+    description=(
+        "Body: a JSON object `{type, payload?, retries?|Retries?, queue?, delay?, run_at?, "
+        "timeout?}`. Header `Idempotency-Key` makes a repeat answer 200 with the same job."
+    ),
+    responses={200: ResponseSpec(EnqueueAnswer, description="Idempotent repeat"), **_ERRORS},
+)
+async def enqueue(
+    request: Request[Any, Any, Any], client: NamedDependency[Client]
+) -> Response[EnqueueAnswer]:
+    settings = request.app.state.settings
+    body = decode_body(await request.body(), settings.max_depth)
+    key = request.headers.get("idempotency-key")
+    spec = spec_from_object(body, idempotency_key=key or None)
+    (job,) = await guarded(client.enqueue_specs([spec]), settings.redis_deadline_s)
+    _log_enqueued([job])
+    return Response(
+        _answer(job),
+        status_code=200 if job.duplicate else 202,
+        headers={"Location": f"/jobs/{job.id}"},
+    )
+
+
+@post(
+    ["/enqueue/batch", "/api/enqueue/batch"],
+    status_code=202,
+    summary="Enqueue a batch of tasks",
+    operation_class=BatchOperation,
+    description=(
+        "Body: a JSON array of task objects; validated all-or-nothing (an error names the index, "
+        "e.g. `[3].type`), written in one round trip, answered with the results in order."
+    ),
+    responses=_ERRORS,
+)
+async def enqueue_batch(
+    request: Request[Any, Any, Any], client: NamedDependency[Client]
+) -> Response[list[EnqueueAnswer]]:
+    settings = request.app.state.settings
+    body = decode_body(await request.body(), settings.max_depth)
+    if not isinstance(body, list):
+        raise TaskValidationError("body", "must be a JSON array of tasks")
+    if len(body) > settings.batch_limit:
+        raise TaskValidationError(
+            "body", f"has {len(body)} tasks; the limit is {settings.batch_limit}"
+        )
+    specs = [spec_from_object(item, prefix=f"[{i}]") for i, item in enumerate(body)]
+    if not specs:
+        return Response([], status_code=202)
+    try:
+        jobs = await guarded(client.enqueue_specs(specs), settings.redis_deadline_s)
+    except TaskValidationError as exc:
+        index = await _locate(client, specs, exc)
+        if index is not None:
+            exc.field = f"[{index}].{exc.field}"
+        raise
+    _log_enqueued(jobs)
+    return Response([_answer(job) for job in jobs], status_code=202)
+
+
+@get(
+    ["/jobs/{job_id:str}", "/api/jobs/{job_id:str}"],
+    summary="A job's current state",
+    responses={404: ResponseSpec(ErrorAnswer, description="Unknown job"), **_ERRORS},
+)
+async def get_job(
+    request: Request[Any, Any, Any], job_id: FromPath[str], client: NamedDependency[Client]
+) -> JobAnswer:
+    if not job_id or len(job_id) > _MAX_JOB_ID:
+        raise JobNotFound(job_id[:_MAX_JOB_ID])
+    info = await guarded(client.get_job(job_id), request.app.state.settings.redis_deadline_s)
+    return JobAnswer(
+        id=info.id,
+        type=info.type,
+        queue=info.queue,
+        status=info.status,
+        attempts=info.attempts,
+        retries=info.retries,
+        enqueued_at=info.enqueued_at,
+        started_at=info.started_at,
+        finished_at=info.finished_at,
+        result=info.result,
+        error=info.error,
+    )
+
+
+@get("/health", summary="The process is up", opt={"public": True})
+async def health() -> HealthAnswer:
+    return HealthAnswer(status="ok")
+
+
+@get(
+    "/ready",
+    summary="Redis answers",
+    responses={503: ResponseSpec(ErrorAnswer, description="Redis unreachable")},
+)
+async def ready(request: Request[Any, Any, Any], client: NamedDependency[Client]) -> HealthAnswer:
+    await guarded(client.broker.redis.ping(), request.app.state.settings.redis_deadline_s)
+    return HealthAnswer(status="ready")
+
+
+ROUTES = [enqueue, enqueue_batch, get_job, health, ready]
