@@ -9,7 +9,7 @@ from redis.commands.core import AsyncScript
 
 __all__ = ["SCRIPT_NAMES", "Scripts"]
 
-SCRIPT_NAMES = ("enqueue", "reserve", "finish", "renew", "requeue_failed")
+SCRIPT_NAMES = ("enqueue", "reserve", "finish", "renew", "requeue_failed", "purge")
 
 
 def _source(name: str) -> str:
@@ -25,3 +25,4 @@ class Scripts:
         self.finish: AsyncScript = redis.register_script(_source("finish"))
         self.renew: AsyncScript = redis.register_script(_source("renew"))
         self.requeue_failed: AsyncScript = redis.register_script(_source("requeue_failed"))
+        self.purge: AsyncScript = redis.register_script(_source("purge"))

@@ -15,7 +15,14 @@ from workqueue.broker.broker import Broker
 if TYPE_CHECKING:
     from workqueue.worker.runner import Worker
 
-__all__ = ["RunTimeHistogram", "collect", "render_prometheus", "wants_prometheus"]
+__all__ = [
+    "RunTimeHistogram",
+    "collect",
+    "queue_figures",
+    "render_prometheus",
+    "system_figures",
+    "wants_prometheus",
+]
 
 #: run-time histogram bucket bounds, seconds
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -43,7 +50,7 @@ class RunTimeHistogram:
         return [(t, o, row) for (t, o), row in sorted(self._data.items())]
 
 
-async def _queue_figures(broker: Broker, queues: Sequence[str]) -> dict[str, dict[str, Any]]:
+async def queue_figures(broker: Broker, queues: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per-queue counters and index sizes, plus the oldest waiting job's age (2 round trips)."""
     if not queues:
         return {}
@@ -89,10 +96,36 @@ async def _queue_figures(broker: Broker, queues: Sequence[str]) -> dict[str, dic
 
 
 async def collect(worker: Worker) -> dict[str, Any]:
-    """The JSON body of ``GET /metrics``."""
-    broker = worker.broker
-    queues = sorted(set(await broker.known_queues()) | set(worker.settings.queues))
-    per_queue = await _queue_figures(broker, queues)
+    """The JSON body of ``GET /metrics``: the system figures plus this process's own."""
+    figures = await system_figures(worker.broker, worker.settings.queues)
+    s = worker.stats
+    process = {
+        "worker_id": worker.settings.worker_id,
+        "queues": list(worker.settings.queues),
+        "concurrency": worker.settings.concurrency,
+        "running": len(worker.running_jobs()),
+        "uptime_seconds": round(time.time() - s.started_at, 3),
+        "reserved": s.reserved,
+        "succeeded": s.succeeded,
+        "failed_attempts": s.failed_attempts,
+        "failed": s.failed,
+        "retried": s.retried,
+        "released": s.released,
+        "stale_outcomes_refused": s.stale,
+        "leases_recovered": s.recovered,
+        "last_fetch_at": s.last_fetch_at or None,
+    }
+    return {**figures, "worker": process}
+
+
+async def system_figures(broker: Broker, extra_queues: Sequence[str] = ()) -> dict[str, Any]:
+    """System-wide totals, per-queue rows and per-type counters, from Redis alone.
+
+    Covers every known queue plus ``extra_queues``; ``/metrics`` and ``workqueue stats`` both
+    answer with these figures.
+    """
+    queues = sorted(set(await broker.known_queues()) | set(extra_queues))
+    per_queue = await queue_figures(broker, queues)
     totals = {
         "total_jobs_in_queue": 0,
         "jobs_done": 0,
@@ -137,24 +170,7 @@ async def collect(worker: Worker) -> dict[str, Any]:
             if sep:
                 entry = types.setdefault(job_type, {"done": 0, "failed": 0, "failed_attempts": 0})
                 entry[counter] = entry.get(counter, 0) + value
-    s = worker.stats
-    process = {
-        "worker_id": worker.settings.worker_id,
-        "queues": list(worker.settings.queues),
-        "concurrency": worker.settings.concurrency,
-        "running": len(worker.running_jobs()),
-        "uptime_seconds": round(time.time() - s.started_at, 3),
-        "reserved": s.reserved,
-        "succeeded": s.succeeded,
-        "failed_attempts": s.failed_attempts,
-        "failed": s.failed,
-        "retried": s.retried,
-        "released": s.released,
-        "stale_outcomes_refused": s.stale,
-        "leases_recovered": s.recovered,
-        "last_fetch_at": s.last_fetch_at or None,
-    }
-    return {**totals, "queues": queues_out, "types": types, "worker": process}
+    return {**totals, "queues": queues_out, "types": types}
 
 
 def wants_prometheus(accept: str) -> bool:
