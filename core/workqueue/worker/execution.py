@@ -26,7 +26,7 @@ ERROR_LIMIT = 2000
 class Outcome:
     """How an attempt ended, before the broker has its say."""
 
-    kind: Literal["ack", "fail"]
+    kind: Literal["ack", "fail", "release"]
     data: bytes | str = b""
     #: for "fail": retry delay in ms, or -1 for "never retry"
     delay_ms: int = -1

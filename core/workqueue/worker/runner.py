@@ -49,7 +49,7 @@ __all__ = ["Worker", "WorkerStats"]
 
 RECONNECT_MAX_SECONDS = 5.0
 #: the outcome of a job cancelled by a graceful stop: handed back, not counted as failed
-RELEASE = Outcome("fail", b"", -2)
+RELEASE = Outcome("release")
 
 
 class _AttemptTimedOut(Exception):
@@ -358,7 +358,7 @@ class Worker:
         if outcome.kind == "ack":
             op = FinishOp("ack", job.id, job.token, outcome.data)
             error = None
-        elif outcome is RELEASE:
+        elif outcome.kind == "release":
             op = FinishOp("release", job.id, job.token)
             error = None
         else:
