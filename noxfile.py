@@ -39,3 +39,15 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
     session.run("mypy", "--strict", "plugins/send_email/workqueue_send_email")
     session.run("mypy", "--strict", "plugins/http_webhook/workqueue_http_webhook")
+
+
+@nox.session(python="3.11")
+def schemathesis(session: nox.Session) -> None:
+    """Fuzz a live producer's OpenAPI document with ``schemathesis run --checks all``.
+
+    tests/schemathesis_run.py starts the producer (test plugin, free port, unique key prefix),
+    waits for /health, runs schemathesis (100 examples per operation unless posargs say
+    otherwise), stops the producer and deletes the prefix's keys; any failure fails the session.
+    """
+    session.install("-e", ".", "-e", "tests/plugin_packages/wq-testplugin-good", "schemathesis")
+    session.run("python", "tests/schemathesis_run.py", *session.posargs)

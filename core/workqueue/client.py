@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -129,17 +130,62 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (any year, no datetime limits)."""
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _rfc3339_ms(text: str) -> int:
+    """Milliseconds since the epoch of an RFC 3339 date-time (section 5.6, any case of T/Z,
+    any fraction, leap second 60, years 0000-9999); raises ValueError for anything else."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    month_days = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    if not 1 <= month <= 12 or not 1 <= day <= month_days[month - 1]:
+        raise ValueError(text)
+    if hour > 23 or minute > 59 or second > 60:
+        raise ValueError(text)
+    offset = 0
+    if match.group(9):
+        off_hour, off_minute = int(match.group(10)), int(match.group(11))
+        if off_hour > 23 or off_minute > 59:
+            raise ValueError(text)
+        offset = (off_hour * 60 + off_minute) * 60 * (1 if match.group(9) == "+" else -1)
+    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+    fraction = match.group(7)
+    millis = int((fraction[1:] + "000")[:3]) if fraction else 0
+    return (seconds - offset) * 1000 + millis
+
+
 def _run_at_ms(value: datetime | str) -> int:
+    """Epoch milliseconds of ``run_at`` (a time before 1970 is due at once: 0)."""
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return max(_rfc3339_ms(value), 0)
         except ValueError:
             raise TaskValidationError("run_at", "must be an RFC 3339 time") from None
     if not isinstance(value, datetime):
         raise TaskValidationError("run_at", "must be an RFC 3339 time")
-    if value.tzinfo is None:
+    offset = value.utcoffset()
+    if offset is None:
         raise TaskValidationError("run_at", "must carry a UTC offset (e.g. Z)")
-    return int(value.astimezone(UTC).timestamp() * 1000)
+    days = _days_from_civil(value.year, value.month, value.day)
+    seconds = days * 86400 + value.hour * 3600 + value.minute * 60 + value.second
+    millis = seconds * 1000 + value.microsecond // 1000 - offset // timedelta(milliseconds=1)
+    return max(millis, 0)
 
 
 class Client:

@@ -15,6 +15,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import SecurityScheme
 from litestar.types import Guard
 from loguru import logger
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,8 +34,13 @@ from workqueue.errors import (
     UnknownJobTypeError,
 )
 from workqueue.producer.parsing import MalformedBody
-from workqueue.producer.routes import ROUTES
-from workqueue.producer.schemas import ErrorAnswer
+from workqueue.producer.routes import build_routes
+from workqueue.producer.schemas import (
+    JSON_VALUE,
+    JSON_VALUE_SCHEMA,
+    ErrorAnswer,
+    ProducerComponents,
+)
 from workqueue.registry import Registry, build_registry
 from workqueue.settings import DEFAULT_REDIS_URL
 
@@ -159,13 +165,22 @@ def create_app(settings: ProducerSettings, registry: Registry | None = None) -> 
             await client.aclose()
 
     return Litestar(
-        route_handlers=ROUTES,
+        route_handlers=build_routes(settings, job_types),
         lifespan=[lifespan],
         state=State({"settings": settings}),
         dependencies={"client": Provide(_client, sync_to_thread=False)},
         guards=[_auth_guard(settings.api_key)] if settings.api_key else [],
         exception_handlers={Exception: handle_error},
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="WorkQueue producer", version=__version__),
+        openapi_config=OpenAPIConfig(
+            title="WorkQueue producer",
+            version=__version__,
+            components=ProducerComponents(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+                if settings.api_key
+                else None,
+                extra_schemas={JSON_VALUE: JSON_VALUE_SCHEMA},
+            ),
+        ),
         debug=False,
     )

@@ -6,6 +6,8 @@ UTF-8, out-of-range numbers, deep nesting) gets the same JSON error answer.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Container
 from typing import Any
 
 import msgspec
@@ -13,11 +15,19 @@ import msgspec
 from workqueue.client import TaskSpec
 from workqueue.errors import TaskValidationError, WorkQueueError
 
-__all__ = ["ALLOWED_FIELDS", "MalformedBody", "decode_body", "spec_from_object"]
+__all__ = [
+    "ALLOWED_FIELDS",
+    "MalformedBody",
+    "decode_body",
+    "integral_floats",
+    "spec_from_object",
+]
 
 ALLOWED_FIELDS = ("type", "payload", "retries", "Retries", "queue", "delay", "run_at", "timeout")
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
+#: the whole string must match (``re.match`` with ``$`` would let a trailing newline through)
+_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 
 
 class MalformedBody(WorkQueueError):
@@ -46,7 +56,7 @@ def decode_body(raw: bytes, max_depth: int) -> Any:
 
 
 def _check_values(value: Any, max_depth: int) -> None:
-    """Iteratively check nesting depth and integer range (no recursion on user data)."""
+    """Iteratively check nesting depth and number range (no recursion on user data)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -56,10 +66,11 @@ def _check_values(value: Any, max_depth: int) -> None:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
         elif (
-            isinstance(item, int)
+            isinstance(item, int | float)
             and not isinstance(item, bool)
             and not _INT_MIN <= item <= _INT_MAX
         ):
+            # 1e70 is as much an integer as 10**70 (JSON Schema agrees): the range is the same
             raise MalformedBody("contains a number out of the 64-bit range")
 
 
@@ -67,8 +78,34 @@ def _field(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def spec_from_object(obj: Any, *, idempotency_key: str | None = None, prefix: str = "") -> TaskSpec:
-    """One posted task object as a :class:`TaskSpec` (values are checked by prepare_task)."""
+def _integral(value: Any) -> Any:
+    """``3.0`` as ``3``: JSON does not tell them apart (JSON Schema's integer includes 3.0)."""
+    if isinstance(value, float) and value.is_integer() and _INT_MIN <= value <= _INT_MAX:
+        return int(value)
+    return value
+
+
+def integral_floats(value: Any) -> Any:
+    """A decoded JSON value with every integral float as an int (for typed payloads, whose
+    ``int`` fields must accept ``3.0``; a ``float`` field accepts an int)."""
+    if isinstance(value, dict):
+        return {key: integral_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [integral_floats(item) for item in value]
+    return _integral(value)
+
+
+def spec_from_object(
+    obj: Any,
+    *,
+    idempotency_key: str | None = None,
+    prefix: str = "",
+    typed: Container[str] = (),
+) -> TaskSpec:
+    """One posted task object as a :class:`TaskSpec` (values are checked by prepare_task).
+
+    ``typed`` names the job types whose payload schema is declared: their payloads' integral
+    floats become ints."""
     if not isinstance(obj, dict):
         raise TaskValidationError(prefix or "body", "must be a JSON object")
     for key in obj:
@@ -81,11 +118,22 @@ def spec_from_object(obj: Any, *, idempotency_key: str | None = None, prefix: st
         raise TaskValidationError(_field(prefix, "retries"), "give retries or Retries, not both")
     if "type" not in obj:
         raise TaskValidationError(_field(prefix, "type"), "is required")
+    if not isinstance(obj["type"], str):
+        raise TaskValidationError(_field(prefix, "type"), "must be a string")
+    for name in ("type", "queue"):
+        value = obj.get(name)
+        if isinstance(value, str) and not _NAME.fullmatch(value):
+            raise TaskValidationError(
+                _field(prefix, name), "must be 1-128 characters of A-Za-z0-9_.:-"
+            )
     queue = obj.get("queue")
+    payload = obj.get("payload")
+    if obj["type"] in typed:
+        payload = integral_floats(payload)
     return TaskSpec(
         type=obj["type"],
-        payload=obj.get("payload"),
-        retries=obj.get("retries", obj.get("Retries")),
+        payload=payload,
+        retries=_integral(obj.get("retries", obj.get("Retries"))),
         queue="default" if queue is None else queue,
         delay=obj.get("delay"),
         run_at=obj.get("run_at"),

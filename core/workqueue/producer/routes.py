@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath
+from litestar.params import FromPath, Parameter
 from loguru import logger
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -19,27 +20,34 @@ from workqueue.errors import BrokerUnavailable, JobNotFound, TaskValidationError
 from workqueue.job import EnqueuedJob
 from workqueue.producer.parsing import decode_body, spec_from_object
 from workqueue.producer.schemas import (
-    BatchOperation,
     EnqueueAnswer,
-    EnqueueOperation,
     ErrorAnswer,
     HealthAnswer,
     JobAnswer,
+    batch_schema,
+    operation_class,
+    task_schema,
 )
+from workqueue.registry import Registry
 
-__all__ = ["ROUTES"]
+if TYPE_CHECKING:
+    from workqueue.producer.app import ProducerSettings
+
+__all__ = ["build_routes"]
 
 T = TypeVar("T")
 
 _MAX_JOB_ID = 200
 
-_ERRORS = {
+_BAD_BODY = {
     400: ResponseSpec(ErrorAnswer, description="Malformed JSON body"),
-    401: ResponseSpec(ErrorAnswer, description="Missing or wrong API key"),
     413: ResponseSpec(ErrorAnswer, description="Body over the size limit"),
     422: ResponseSpec(ErrorAnswer, description="A field is invalid (named in `field`)"),
+}
+_UNAVAILABLE = {
     503: ResponseSpec(ErrorAnswer, description="Redis unreachable; retry after Retry-After"),
 }
+_UNAUTHORIZED = {401: ResponseSpec(ErrorAnswer, description="Missing or wrong API key")}
 
 
 async def guarded(call: Awaitable[T], deadline_s: float) -> T:
@@ -53,6 +61,11 @@ async def guarded(call: Awaitable[T], deadline_s: float) -> T:
 
 def _answer(job: EnqueuedJob) -> EnqueueAnswer:
     return EnqueueAnswer(**job.to_dict())
+
+
+def _typed(client: Client) -> set[str]:
+    """The job types whose plugin declares a payload schema."""
+    return {t.name for t in client.registry.job_types() if t.payload_schema is not None}
 
 
 def _log_enqueued(jobs: list[EnqueuedJob]) -> None:
@@ -78,24 +91,13 @@ async def _locate(client: Client, specs: list[TaskSpec], exc: TaskValidationErro
     return None
 
 
-@post(
-    ["/enqueue", "/api/enqueue"],
-    status_code=202,
-    summary="Enqueue one task",
-    operation_class=EnqueueOperation,
-    description=(
-        "Body: a JSON object `{type, payload?, retries?|Retries?, queue?, delay?, run_at?, "
-        "timeout?}`. Header `Idempotency-Key` makes a repeat answer 200 with the same job."
-    ),
-    responses={200: ResponseSpec(EnqueueAnswer, description="Idempotent repeat"), **_ERRORS},
-)
 async def enqueue(
     request: Request[Any, Any, Any], client: NamedDependency[Client]
 ) -> Response[EnqueueAnswer]:
     settings = request.app.state.settings
     body = decode_body(await request.body(), settings.max_depth)
     key = request.headers.get("idempotency-key")
-    spec = spec_from_object(body, idempotency_key=key or None)
+    spec = spec_from_object(body, idempotency_key=key or None, typed=_typed(client))
     (job,) = await guarded(client.enqueue_specs([spec]), settings.redis_deadline_s)
     _log_enqueued([job])
     return Response(
@@ -105,17 +107,6 @@ async def enqueue(
     )
 
 
-@post(
-    ["/enqueue/batch", "/api/enqueue/batch"],
-    status_code=202,
-    summary="Enqueue a batch of tasks",
-    operation_class=BatchOperation,
-    description=(
-        "Body: a JSON array of task objects; validated all-or-nothing (an error names the index, "
-        "e.g. `[3].type`), written in one round trip, answered with the results in order."
-    ),
-    responses=_ERRORS,
-)
 async def enqueue_batch(
     request: Request[Any, Any, Any], client: NamedDependency[Client]
 ) -> Response[list[EnqueueAnswer]]:
@@ -127,7 +118,8 @@ async def enqueue_batch(
         raise TaskValidationError(
             "body", f"has {len(body)} tasks; the limit is {settings.batch_limit}"
         )
-    specs = [spec_from_object(item, prefix=f"[{i}]") for i, item in enumerate(body)]
+    typed = _typed(client)
+    specs = [spec_from_object(item, prefix=f"[{i}]", typed=typed) for i, item in enumerate(body)]
     if not specs:
         return Response([], status_code=202)
     try:
@@ -141,13 +133,10 @@ async def enqueue_batch(
     return Response([_answer(job) for job in jobs], status_code=202)
 
 
-@get(
-    ["/jobs/{job_id:str}", "/api/jobs/{job_id:str}"],
-    summary="A job's current state",
-    responses={404: ResponseSpec(ErrorAnswer, description="Unknown job"), **_ERRORS},
-)
 async def get_job(
-    request: Request[Any, Any, Any], job_id: FromPath[str], client: NamedDependency[Client]
+    request: Request[Any, Any, Any],
+    job_id: Annotated[FromPath[str], Parameter(min_length=1, max_length=_MAX_JOB_ID)],
+    client: NamedDependency[Client],
 ) -> JobAnswer:
     if not job_id or len(job_id) > _MAX_JOB_ID:
         raise JobNotFound(job_id[:_MAX_JOB_ID])
@@ -167,19 +156,66 @@ async def get_job(
     )
 
 
-@get("/health", summary="The process is up", opt={"public": True})
 async def health() -> HealthAnswer:
     return HealthAnswer(status="ok")
 
 
-@get(
-    "/ready",
-    summary="Redis answers",
-    responses={503: ResponseSpec(ErrorAnswer, description="Redis unreachable")},
-)
 async def ready(request: Request[Any, Any, Any], client: NamedDependency[Client]) -> HealthAnswer:
     await guarded(client.broker.redis.ping(), request.app.state.settings.redis_deadline_s)
     return HealthAnswer(status="ready")
 
 
-ROUTES = [enqueue, enqueue_batch, get_job, health, ready]
+def build_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRouteHandler]:
+    """The route handlers of one app; the OpenAPI document states this app's job types,
+    limits and whether an API key is needed."""
+    auth = _UNAUTHORIZED if settings.api_key else {}
+    security: list[dict[str, list[str]]] | None = [{"bearer": []}] if settings.api_key else None
+    task = task_schema(registry, settings.limits)
+    batch = batch_schema(registry, settings.limits, settings.batch_limit)
+    idempotent = {200: ResponseSpec(EnqueueAnswer, description="Idempotent repeat")}
+    return [
+        post(
+            ["/enqueue", "/api/enqueue"],
+            status_code=202,
+            summary="Enqueue one task",
+            operation_class=operation_class(task),
+            description=(
+                "Body: a JSON object `{type, payload?, retries?|Retries?, queue?, delay?|run_at?, "
+                "timeout?}`. Header `Idempotency-Key` makes a repeat answer 200 with the same job."
+            ),
+            responses={**idempotent, **_BAD_BODY, **auth, **_UNAVAILABLE},
+            security=security,
+        )(enqueue),
+        post(
+            ["/enqueue/batch", "/api/enqueue/batch"],
+            status_code=202,
+            summary="Enqueue a batch of tasks",
+            operation_class=operation_class(batch),
+            description=(
+                "Body: a JSON array of task objects; validated all-or-nothing (an error names the "
+                "index, e.g. `[3].type`), written in one round trip, answered with the results "
+                "in order."
+            ),
+            responses={**_BAD_BODY, **auth, **_UNAVAILABLE},
+            security=security,
+        )(enqueue_batch),
+        get(
+            ["/jobs/{job_id:str}", "/api/jobs/{job_id:str}"],
+            summary="A job's current state",
+            operation_class=operation_class(None),
+            responses={
+                404: ResponseSpec(ErrorAnswer, description="Unknown job"),
+                **auth,
+                **_UNAVAILABLE,
+            },
+            security=security,
+        )(get_job),
+        get("/health", summary="The process is up", opt={"public": True})(health),
+        get(
+            "/ready",
+            summary="Redis answers",
+            operation_class=operation_class(None),
+            responses={**auth, **_UNAVAILABLE},
+            security=security,
+        )(ready),
+    ]

@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import msgspec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
+
+from workqueue.client import Limits
+from workqueue.errors import WorkQueueError
+from workqueue.registry import Registry
+from workqueue.schema import schema_json
 
 __all__ = [
-    "BatchOperation",
+    "JSON_VALUE",
+    "JSON_VALUE_SCHEMA",
+    "NAME_REGEX",
     "EnqueueAnswer",
-    "EnqueueOperation",
     "ErrorAnswer",
     "HealthAnswer",
     "JobAnswer",
+    "ProducerComponents",
+    "RawSchema",
+    "batch_schema",
+    "operation_class",
+    "task_schema",
 ]
+
+#: a job type or queue name, as JSON Schema (ECMA 262) states it; the producer checks the same
+NAME_REGEX = r"^[A-Za-z0-9_.:-]{1,128}$"
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
 
 
 class EnqueueAnswer(msgspec.Struct):
@@ -59,42 +84,207 @@ class HealthAnswer(msgspec.Struct):
     status: str
 
 
-def _task_schema() -> Schema:
-    """The OpenAPI schema of one posted task (the routes parse bodies themselves)."""
-    integer, number, string = OpenAPIType.INTEGER, OpenAPIType.NUMBER, OpenAPIType.STRING
-    return Schema(
-        type=OpenAPIType.OBJECT,
-        required=["type"],
-        properties={
-            "type": Schema(type=string, pattern=r"^[A-Za-z0-9_.:-]{1,128}$"),
-            "payload": Schema(type=OpenAPIType.OBJECT, description="validated by the job type"),
-            "retries": Schema(type=integer, minimum=0, description="default: the job type's"),
-            "Retries": Schema(type=integer, minimum=0, description="same as retries"),
-            "queue": Schema(type=string, default="default"),
-            "delay": Schema(type=number, minimum=0, description="seconds from now"),
-            "run_at": Schema(type=string, description="RFC 3339 time"),
-            "timeout": Schema(type=number, description="seconds per attempt"),
-        },
-        additional_properties=False,
+@dataclass
+class RawSchema(Schema):
+    """A JSON Schema given as a plain dict, emitted verbatim into the OpenAPI document."""
+
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def to_schema(self) -> dict[str, Any]:
+        return self.raw
+
+    def __hash__(self) -> int:
+        return hash(msgspec.json.encode(self.raw))
+
+
+#: the component name of :data:`JSON_VALUE_SCHEMA`
+JSON_VALUE = "JsonValue"
+_JSON_VALUE_REF = {"$ref": f"#/components/schemas/{JSON_VALUE}"}
+#: any JSON value the body decoder accepts: numbers within the 64-bit integer range
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "type": ["null", "boolean", "number", "string", "array", "object"],
+    "minimum": _INT_MIN,
+    "maximum": _INT_MAX,
+    "items": _JSON_VALUE_REF,
+    "additionalProperties": _JSON_VALUE_REF,
+    "description": "a JSON value; numbers within -2^63..2^64-1",
+}
+
+
+@dataclass
+class ProducerComponents(Components):
+    """Components plus schemas of our own (Litestar replaces ``schemas`` with the ones it
+    generates, so ours are merged in when the document is written)."""
+
+    extra_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_schema(self) -> dict[str, Any]:
+        result = super().to_schema()
+        result.pop("extraSchemas", None)
+        if self.extra_schemas:
+            result["schemas"] = {**result.get("schemas", {}), **self.extra_schemas}
+        return result
+
+
+def _nullable(kind: str, **constraints: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **constraints}
+
+
+def _inline(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    """Resolve msgspec's ``#/$defs/...`` references in place (an OpenAPI document has no
+    ``$defs`` of its own), and state what the payload validation adds: no unknown fields and
+    numbers in the 64-bit range the body decoder accepts."""
+    if isinstance(node, list):
+        return [_inline(item, defs, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.removeprefix("#/$defs/")
+        if name in seen:  # a recursive schema: deeper levels are checked by the server only
+            return {"type": "object"}
+        return _inline(defs[name], defs, (*seen, name))
+    out = {key: _inline(value, defs, seen) for key, value in node.items() if key != "$defs"}
+    kinds = out.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "integer" in kinds or "number" in kinds:
+        out["minimum"] = max(out.get("minimum", _INT_MIN), _INT_MIN)
+        out["maximum"] = min(out.get("maximum", _INT_MAX), _INT_MAX)
+    if "object" in kinds and "properties" in out:
+        out.setdefault("additionalProperties", False)
+    return out
+
+
+def payload_schema(registry: Registry, name: str) -> dict[str, Any] | None:
+    """The JSON Schema of job type ``name``'s payload, self-contained; None when it is free."""
+    job_type = registry.get(name)
+    declared = schema_json(job_type.payload_schema) if job_type is not None else None
+    if declared is None:
+        return None
+    inlined: dict[str, Any] = _inline(declared, declared.get("$defs", {}))
+    return inlined
+
+
+def _accepts_empty_payload(registry: Registry, name: str) -> bool:
+    try:
+        registry.validate_payload(name, {})
+    except WorkQueueError:
+        return False
+    return True
+
+
+def task_schema(registry: Registry, limits: Limits) -> dict[str, Any]:
+    """The JSON Schema of one posted task: exactly what ``spec_from_object`` and
+    ``prepare_task`` accept (``null`` for an optional field means its default)."""
+    names = registry.names()
+    if names:
+        type_schema: dict[str, Any] = {
+            "type": "string",
+            "enum": names,
+            "description": (
+                "a job type installed in the producer; types advertised by live workers "
+                "(plugins the producer lacks) are accepted too"
+            ),
+        }
+    else:
+        type_schema = {
+            "type": "string",
+            "pattern": NAME_REGEX,
+            "minLength": 1,
+            "maxLength": 128,
+            "description": "a job type advertised by a live worker",
+        }
+    retries = _nullable(
+        "integer",
+        minimum=0,
+        maximum=limits.max_retries,
+        description="how many more times a failed attempt is retried; default: the job type's",
     )
-
-
-@dataclass
-class EnqueueOperation(Operation):
-    """``POST /enqueue``: documents the task object the route parses itself."""
-
-    def __post_init__(self) -> None:
-        self.request_body = RequestBody(
-            content={"application/json": OpenAPIMediaType(schema=_task_schema())}, required=True
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": ["type"],
+        "properties": {
+            "type": type_schema,
+            "payload": _nullable(
+                "object",
+                additionalProperties=_JSON_VALUE_REF,
+                description="validated by the job type's schema where it declares one",
+            ),
+            "retries": retries,
+            "Retries": {**retries, "description": "an alias of retries (give one, not both)"},
+            "queue": _nullable(
+                "string", pattern=NAME_REGEX, minLength=1, maxLength=128, default="default"
+            ),
+            "delay": _nullable(
+                "number", minimum=0, maximum=limits.max_delay_s, description="seconds from now"
+            ),
+            "run_at": _nullable(
+                "string", format="date-time", description="RFC 3339 time (not with delay)"
+            ),
+            "timeout": _nullable(
+                "number",
+                minimum=0.001,
+                maximum=limits.max_timeout_s,
+                description="seconds per attempt; default: the job type's",
+            ),
+        },
+        "additionalProperties": False,
+        "not": {
+            "anyOf": [
+                {"required": ["retries", "Retries"]},
+                {
+                    "required": ["delay", "run_at"],
+                    "properties": {"delay": {"type": "number"}, "run_at": {"type": "string"}},
+                },
+            ]
+        },
+    }
+    conditions = []
+    for name in names:
+        payload = payload_schema(registry, name)
+        if payload is None:
+            continue
+        then: dict[str, Any] = {"properties": {"payload": payload}}
+        if not _accepts_empty_payload(registry, name):
+            then["required"] = ["payload"]
+        conditions.append(
+            {"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": then}
         )
+    if conditions:
+        schema["allOf"] = conditions
+    return schema
 
 
-@dataclass
-class BatchOperation(Operation):
-    """``POST /enqueue/batch``: documents the array of tasks the route parses itself."""
+def batch_schema(registry: Registry, limits: Limits, batch_limit: int) -> dict[str, Any]:
+    """A JSON array of tasks, validated all-or-nothing (an empty array is accepted)."""
+    return {
+        "type": "array",
+        "items": task_schema(registry, limits),
+        "minItems": 0,
+        "maxItems": batch_limit,
+    }
 
-    def __post_init__(self) -> None:
-        schema = Schema(type=OpenAPIType.ARRAY, items=_task_schema())
-        self.request_body = RequestBody(
-            content={"application/json": OpenAPIMediaType(schema=schema)}, required=True
-        )
+
+_RETRY_AFTER = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.INTEGER, minimum=0),
+    description="seconds to wait before retrying",
+    required=True,
+)
+
+
+def operation_class(body: dict[str, Any] | None) -> type[Operation]:
+    """An Operation that documents ``body`` (parsed by the route itself) and Retry-After."""
+
+    @dataclass
+    class _Operation(Operation):
+        def __post_init__(self) -> None:
+            if body is not None:
+                self.request_body = RequestBody(
+                    content={"application/json": OpenAPIMediaType(schema=RawSchema(raw=body))},
+                    required=True,
+                )
+            unavailable = (self.responses or {}).get("503")
+            if isinstance(unavailable, OpenAPIResponse):
+                unavailable.headers = {**(unavailable.headers or {}), "Retry-After": _RETRY_AFTER}
+
+    return _Operation
