@@ -7,7 +7,7 @@ broker's atomic scripts (``requeue_failed.lua``, ``purge.lua``) in batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from workqueue.broker.broker import Broker, job_info
@@ -158,6 +158,7 @@ async def retry_jobs(
     *,
     all_failed: bool = False,
     queue: str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Requeue failed jobs, the given ``ids`` or every failed job (of ``queue``, or all).
 
@@ -184,11 +185,20 @@ async def retry_jobs(
             done = await broker.requeue_failed(q, batch)
             total += len(done)
             skipped += len(batch) - len(done)
+            if progress is not None:
+                progress(len(batch))
     return total
 
 
-async def purge(broker: Broker, status: PurgeStatus | str, queue: str | None = None) -> int:
+async def purge(
+    broker: Broker,
+    status: PurgeStatus | str,
+    queue: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Delete finished jobs in ``status`` (completed or failed); returns how many records.
+
+    ``progress`` is called with the number of index entries examined after each batch.
 
     Jobs that finish while the purge runs are left for the next one. Unfinished jobs are never
     touched (see ``purge.lua``).
@@ -206,6 +216,8 @@ async def purge(broker: Broker, status: PurgeStatus | str, queue: str | None = N
             )
             cutoff, examined, deleted = int(raw[0]), int(raw[1]), int(raw[2])
             removed += deleted
+            if progress is not None:
+                progress(examined)
             if examined < BATCH:
                 break
     return removed

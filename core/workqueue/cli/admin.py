@@ -7,9 +7,10 @@ Exit codes: 0 success, 1 failure (one ``error: ...`` line on stderr, never a tra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
@@ -289,11 +290,12 @@ def retry_command(
         raise click.UsageError("give job IDs or --all-failed (one of the two)")
     config = _config(key_prefix, completed_ttl, failed_ttl, max_lost_leases)
     if all_failed:
+        with _progress("requeueing failed jobs") as advance:
 
-        async def everything(broker: Broker) -> int:
-            return await retry_jobs(broker, all_failed=True, queue=queue)
+            async def everything(broker: Broker) -> int:
+                return await retry_jobs(broker, all_failed=True, queue=queue, progress=advance)
 
-        count = _run(redis_url, config, everything)
+            count = _run(redis_url, config, everything)
         click.echo(f"requeued {count} job{'s' if count != 1 else ''}")
         return
 
@@ -337,11 +339,32 @@ def purge_command(
         click.confirm(f"Delete every {status} job of {where}?", abort=True)
     config = _config(key_prefix, completed_ttl, failed_ttl, max_lost_leases)
 
-    async def action(broker: Broker) -> int:
-        return await purge(broker, status, queue)
+    with _progress(f"purging {status} jobs") as advance:
 
-    count = _run(redis_url, config, action)
+        async def action(broker: Broker) -> int:
+            return await purge(broker, status, queue, progress=advance)
+
+        count = _run(redis_url, config, action)
     click.echo(f"removed {count} {status} job{'s' if count != 1 else ''}")
+
+
+@contextlib.contextmanager
+def _progress(description: str) -> Iterator[Callable[[int], None]]:
+    """A progress display on stderr for long batch operations (only when it is a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda n: bar.advance(task, n)
 
 
 # -- workqueue enqueue -------------------------------------------------------------------------
