@@ -62,15 +62,6 @@ def _run(
         _fail(_one_line(exc))
 
 
-def _config(key_prefix: str, completed_ttl: float, failed_ttl: float, lost: int) -> BrokerConfig:
-    return BrokerConfig(
-        prefix=key_prefix,
-        completed_ttl_s=completed_ttl,
-        failed_ttl_s=failed_ttl,
-        max_lost_leases=lost,
-    )
-
-
 def _console() -> Console:
     # Wide enough for 32-character job ids when stdout is a pipe (rich defaults to 80 there).
     console = Console()
@@ -106,17 +97,13 @@ queue_option = click.option(
 @json_option
 def stats_command(
     redis_url: str,
-    key_prefix: str,
-    completed_ttl: float,
-    failed_ttl: float,
-    max_lost_leases: int,
+    broker_config: BrokerConfig,
     as_json: bool,
 ) -> None:
     """System-wide totals and per-queue figures (the /metrics figures, from Redis)."""
     from workqueue.admin import stats
 
-    config = _config(key_prefix, completed_ttl, failed_ttl, max_lost_leases)
-    figures = _run(redis_url, config, stats)
+    figures = _run(redis_url, broker_config, stats)
     if as_json:
         _print_json(figures)
         return
@@ -175,21 +162,16 @@ def jobs_group() -> None:
 def show_command(
     job_id: str,
     redis_url: str,
-    key_prefix: str,
-    completed_ttl: float,
-    failed_ttl: float,
-    max_lost_leases: int,
+    broker_config: BrokerConfig,
     as_json: bool,
 ) -> None:
     """Show one job (the fields of GET /jobs/{id})."""
     from workqueue.admin import job_to_dict
 
-    config = _config(key_prefix, completed_ttl, failed_ttl, max_lost_leases)
-
     async def action(broker: Broker) -> dict[str, Any]:
         return job_to_dict(await broker.get_job(job_id))
 
-    data = _run(redis_url, config, action)
+    data = _run(redis_url, broker_config, action)
     if as_json:
         _print_json(data)
         return
@@ -230,21 +212,16 @@ def list_command(
     queue: str | None,
     limit: int,
     redis_url: str,
-    key_prefix: str,
-    completed_ttl: float,
-    failed_ttl: float,
-    max_lost_leases: int,
+    broker_config: BrokerConfig,
     as_json: bool,
 ) -> None:
     """List jobs in one state (queued: oldest first; the others: newest first)."""
     from workqueue.admin import job_to_dict, list_jobs
 
-    config = _config(key_prefix, completed_ttl, failed_ttl, max_lost_leases)
-
     async def action(broker: Broker) -> list[Any]:
         return await list_jobs(broker, status, queue, limit)
 
-    jobs = _run(redis_url, config, action)
+    jobs = _run(redis_url, broker_config, action)
     if as_json:
         _print_json([job_to_dict(job) for job in jobs])
         return
@@ -278,31 +255,27 @@ def retry_command(
     all_failed: bool,
     queue: str | None,
     redis_url: str,
-    key_prefix: str,
-    completed_ttl: float,
-    failed_ttl: float,
-    max_lost_leases: int,
+    broker_config: BrokerConfig,
 ) -> None:
     """Send failed jobs back to their queue: the given IDs, or --all-failed."""
     from workqueue.admin import retry_job_ids, retry_jobs
 
     if bool(job_ids) == all_failed:
         raise click.UsageError("give job IDs or --all-failed (one of the two)")
-    config = _config(key_prefix, completed_ttl, failed_ttl, max_lost_leases)
     if all_failed:
         with _progress("requeueing failed jobs") as advance:
 
             async def everything(broker: Broker) -> int:
                 return await retry_jobs(broker, all_failed=True, queue=queue, progress=advance)
 
-            count = _run(redis_url, config, everything)
+            count = _run(redis_url, broker_config, everything)
         click.echo(f"requeued {count} job{'s' if count != 1 else ''}")
         return
 
     async def some(broker: Broker) -> list[str]:
         return await retry_job_ids(broker, job_ids, queue)
 
-    done = _run(redis_url, config, some)
+    done = _run(redis_url, broker_config, some)
     click.echo(f"requeued {len(done)} job{'s' if len(done) != 1 else ''}")
     missed = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in set(done)]
     if missed:
@@ -326,10 +299,7 @@ def purge_command(
     queue: str | None,
     yes: bool,
     redis_url: str,
-    key_prefix: str,
-    completed_ttl: float,
-    failed_ttl: float,
-    max_lost_leases: int,
+    broker_config: BrokerConfig,
 ) -> None:
     """Delete the records of finished jobs (completed or failed); unfinished jobs stay."""
     from workqueue.admin import purge
@@ -337,14 +307,13 @@ def purge_command(
     where = f"queue {queue!r}" if queue else "every queue"
     if not yes:
         click.confirm(f"Delete every {status} job of {where}?", abort=True)
-    config = _config(key_prefix, completed_ttl, failed_ttl, max_lost_leases)
 
     with _progress(f"purging {status} jobs") as advance:
 
         async def action(broker: Broker) -> int:
             return await purge(broker, status, queue, progress=advance)
 
-        count = _run(redis_url, config, action)
+        count = _run(redis_url, broker_config, action)
     click.echo(f"removed {count} {status} job{'s' if count != 1 else ''}")
 
 
@@ -418,10 +387,7 @@ def enqueue_command(
     timeout: float | None,
     idempotency_key: str | None,
     redis_url: str,
-    key_prefix: str,
-    completed_ttl: float,
-    failed_ttl: float,
-    max_lost_leases: int,
+    broker_config: BrokerConfig,
     as_json: bool,
 ) -> None:
     """Enqueue one job of JOB_TYPE (validated like POST /enqueue)."""
@@ -447,13 +413,12 @@ def enqueue_command(
         timeout=timeout,
         idempotency_key=idempotency_key,
     )
-    config = _config(key_prefix, completed_ttl, failed_ttl, max_lost_leases)
 
     async def action(broker: Broker) -> EnqueuedJob:
         (job,) = await Client(broker, registry).enqueue_specs([spec])
         return job
 
-    job = _run(redis_url, config, action)
+    job = _run(redis_url, broker_config, action)
     if as_json:
         _print_json({**job.to_dict(), "duplicate": job.duplicate})
     else:

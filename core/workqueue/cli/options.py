@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from workqueue.broker.broker import BrokerConfig
 from workqueue.settings import DEFAULT_REDIS_URL
 
 __all__ = ["broker_options", "log_options", "redis_url_option"]
@@ -25,6 +27,27 @@ def redis_url_option(f: F) -> F:
 
 
 def broker_options(f: F) -> F:
+    """The key prefix, retention and lost-lease options, handed to the command as one
+    ``broker_config: BrokerConfig`` argument."""
+
+    @functools.wraps(f)
+    def with_config(
+        *args: Any,
+        key_prefix: str,
+        completed_ttl: float,
+        failed_ttl: float,
+        max_lost_leases: int,
+        **kwargs: Any,
+    ) -> Any:
+        config = BrokerConfig(
+            prefix=key_prefix,
+            completed_ttl_s=completed_ttl,
+            failed_ttl_s=failed_ttl,
+            max_lost_leases=max_lost_leases,
+        )
+        return f(*args, broker_config=config, **kwargs)
+
+    command: F = with_config
     for decorator in reversed(
         [
             click.option(
@@ -60,8 +83,8 @@ def broker_options(f: F) -> F:
             ),
         ]
     ):
-        f = decorator(f)
-    return f
+        command = decorator(command)
+    return command
 
 
 def log_options(f: F) -> F:

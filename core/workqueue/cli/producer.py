@@ -58,10 +58,7 @@ def producer_command(
     redis_url: str,
     max_body_bytes: int,
     batch_limit: int,
-    key_prefix: str,
-    completed_ttl: float,
-    failed_ttl: float,
-    max_lost_leases: int,
+    broker_config: BrokerConfig,
     log_file: str,
     log_json: bool,
     log_level: str,
@@ -88,12 +85,7 @@ def producer_command(
         sys.exit(1)
     settings = ProducerSettings(
         redis_url=redis_url,
-        broker=BrokerConfig(
-            prefix=key_prefix,
-            completed_ttl_s=completed_ttl,
-            failed_ttl_s=failed_ttl,
-            max_lost_leases=max_lost_leases,
-        ),
+        broker=broker_config,
         api_key=os.environ.get("WORKQUEUE_API_KEY") or None,
         max_body_bytes=max_body_bytes,
         batch_limit=batch_limit,

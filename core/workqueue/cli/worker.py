@@ -100,10 +100,7 @@ def worker_command(
     lease_seconds: float,
     grace_seconds: float,
     idle_wait_seconds: float,
-    key_prefix: str,
-    completed_ttl: float,
-    failed_ttl: float,
-    max_lost_leases: int,
+    broker_config: BrokerConfig,
     log_file: str,
     log_json: bool,
     log_level: str,
@@ -128,12 +125,7 @@ def worker_command(
             metrics_port=metrics_port or None,
             metrics_host=metrics_host,
             worker_id=worker_id,
-            broker=BrokerConfig(
-                prefix=key_prefix,
-                completed_ttl_s=completed_ttl,
-                failed_ttl_s=failed_ttl,
-                max_lost_leases=max_lost_leases,
-            ),
+            broker=broker_config,
         )
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None
