@@ -18,7 +18,6 @@ __all__ = [
     "BATCH",
     "LISTABLE",
     "PURGEABLE",
-    "job_to_dict",
     "list_jobs",
     "purge",
     "retry_job_ids",
@@ -51,27 +50,6 @@ def _index(broker: Broker, queue: str, status: str) -> str:
         "completed": k.completed,
         "failed": k.failed,
     }[status]
-
-
-def job_to_dict(info: JobInfo) -> dict[str, Any]:
-    """The JSON shape of ``GET /jobs/{id}`` (times as RFC 3339 strings)."""
-
-    def iso(value: Any) -> str | None:
-        return value.isoformat() if value is not None else None
-
-    return {
-        "id": info.id,
-        "type": info.type,
-        "queue": info.queue,
-        "status": info.status,
-        "attempts": info.attempts,
-        "retries": info.retries,
-        "enqueued_at": iso(info.enqueued_at),
-        "started_at": iso(info.started_at),
-        "finished_at": iso(info.finished_at),
-        "result": info.result,
-        "error": info.error,
-    }
 
 
 async def _queues(broker: Broker, queue: str | None) -> list[str]:

@@ -8,7 +8,15 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["EnqueuedJob", "JobInfo", "NewJob", "ReservedJob", "Status", "ms_to_datetime"]
+__all__ = [
+    "JOB_FIELDS",
+    "EnqueuedJob",
+    "JobInfo",
+    "NewJob",
+    "ReservedJob",
+    "Status",
+    "ms_to_datetime",
+]
 
 
 class Status(enum.StrEnum):
@@ -100,3 +108,27 @@ class JobInfo(msgspec.Struct, frozen=True):
     failures: int = 0
     lost_leases: int = 0
     run_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``GET /jobs/{id}`` (SPEC section 3), times as RFC 3339 strings."""
+        shown = {name: getattr(self, name) for name in JOB_FIELDS}
+        for name in ("enqueued_at", "started_at", "finished_at"):
+            if shown[name] is not None:
+                shown[name] = shown[name].isoformat()
+        return shown
+
+
+#: the fields ``GET /jobs/{id}`` shows, in order
+JOB_FIELDS = (
+    "id",
+    "type",
+    "queue",
+    "status",
+    "attempts",
+    "retries",
+    "enqueued_at",
+    "started_at",
+    "finished_at",
+    "result",
+    "error",
+)

@@ -166,10 +166,9 @@ def show_command(
     as_json: bool,
 ) -> None:
     """Show one job (the fields of GET /jobs/{id})."""
-    from workqueue.admin import job_to_dict
 
     async def action(broker: Broker) -> dict[str, Any]:
-        return job_to_dict(await broker.get_job(job_id))
+        return (await broker.get_job(job_id)).to_dict()
 
     data = _run(redis_url, broker_config, action)
     if as_json:
@@ -216,14 +215,14 @@ def list_command(
     as_json: bool,
 ) -> None:
     """List jobs in one state (queued: oldest first; the others: newest first)."""
-    from workqueue.admin import job_to_dict, list_jobs
+    from workqueue.admin import list_jobs
 
     async def action(broker: Broker) -> list[Any]:
         return await list_jobs(broker, status, queue, limit)
 
     jobs = _run(redis_url, broker_config, action)
     if as_json:
-        _print_json([job_to_dict(job) for job in jobs])
+        _print_json([job.to_dict() for job in jobs])
         return
     table = Table(title=f"{status} jobs ({len(jobs)})", show_header=True)
     table.add_column("id", no_wrap=True, min_width=32)

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workqueue.client import Client, TaskSpec, prepare_task
 from workqueue.errors import BrokerUnavailable, JobNotFound, TaskValidationError
-from workqueue.job import EnqueuedJob
+from workqueue.job import JOB_FIELDS, EnqueuedJob
 from workqueue.producer.parsing import decode_body, spec_from_object
 from workqueue.producer.schemas import (
     EnqueueAnswer,
@@ -141,19 +141,7 @@ async def get_job(
     if not job_id or len(job_id) > _MAX_JOB_ID:
         raise JobNotFound(job_id[:_MAX_JOB_ID])
     info = await guarded(client.get_job(job_id), request.app.state.settings.redis_deadline_s)
-    return JobAnswer(
-        id=info.id,
-        type=info.type,
-        queue=info.queue,
-        status=info.status,
-        attempts=info.attempts,
-        retries=info.retries,
-        enqueued_at=info.enqueued_at,
-        started_at=info.started_at,
-        finished_at=info.finished_at,
-        result=info.result,
-        error=info.error,
-    )
+    return JobAnswer(**{name: getattr(info, name) for name in JOB_FIELDS})
 
 
 async def health() -> HealthAnswer:
