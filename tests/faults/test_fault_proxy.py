@@ -93,6 +93,8 @@ def test_reset_cuts_a_reply_with_rst(proxy: FaultProxy) -> None:
 
 def test_black_hole_keeps_the_socket_open_and_answers_nothing(proxy: FaultProxy) -> None:
     with _connect(proxy, timeout=1.0) as before:
+        before.sendall(_command(b"PING"))
+        assert _read_exactly(before, 7) == b"+PONG\r\n"
         proxy.black_hole()
         with _connect(proxy, timeout=1.0) as during:
             for sock in (before, during):
@@ -113,6 +115,8 @@ def test_black_hole_keeps_the_socket_open_and_answers_nothing(proxy: FaultProxy)
 
 def test_refuse_closes_the_listener_but_not_open_connections(proxy: FaultProxy) -> None:
     with _connect(proxy) as sock:
+        sock.sendall(_command(b"PING"))  # the proxy has taken the connection (not in backlog)
+        assert _read_exactly(sock, 7) == b"+PONG\r\n"
         proxy.refuse()
         with pytest.raises(ConnectionRefusedError):
             _connect(proxy)
