@@ -80,6 +80,18 @@ class _Pending:
     error: str | None = None
 
 
+def _applied_outcome(item: _Pending) -> str:
+    """What an outcome reported as "duplicate" was: the same call had already applied it (its
+    reply was lost and the call was retried), with the same effect finish.lua gives it."""
+    op = item.op
+    if op.op == "ack":
+        return "completed"
+    if op.op == "release":
+        return "released"
+    retry = op.delay_ms >= 0 and item.job.failures + 1 <= item.job.retries
+    return "retrying" if retry else "failed"
+
+
 class Worker:
     """Runs jobs from the given queues until :meth:`request_stop`."""
 
@@ -431,7 +443,10 @@ class Worker:
                 continue
             iters = {q: iter(v) for q, v in outcomes.items()}
             for item in batch:
-                self._log_outcome(item, next(iters[item.job.queue]))
+                outcome = next(iters[item.job.queue])
+                if outcome == "duplicate":
+                    outcome = _applied_outcome(item)
+                self._log_outcome(item, outcome)
 
     def _log_outcome(self, item: _Pending, outcome: str) -> None:
         job = item.job
