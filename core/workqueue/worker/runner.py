@@ -118,6 +118,8 @@ class Worker:
         self._running: dict[str, tuple[ReservedJob, asyncio.Task[None]]] = {}
         self._lost: set[str] = set()
         self._pending: list[_Pending] = []
+        #: outcomes of the finish call in flight (their leases are still renewed)
+        self._settling: list[_Pending] = []
         self._finish_wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
@@ -419,12 +421,14 @@ class Worker:
             if self._closing and deadline is None:
                 deadline = time.monotonic() + max(2.0, self.settings.lease_seconds)
             batch, self._pending = self._pending, []
+            self._settling = batch
             ops: dict[str, list[FinishOp]] = {}
             for item in batch:
                 ops.setdefault(item.job.queue, []).append(item.op)
             try:
                 outcomes = await self.broker.finish(ops)
             except (RedisError, OSError) as exc:
+                self._settling = []
                 self._pending = batch + self._pending
                 if deadline is not None and time.monotonic() > deadline:
                     logger.error(
@@ -441,6 +445,7 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
                 continue
+            self._settling = []
             iters = {q: iter(v) for q, v in outcomes.items()}
             for item in batch:
                 outcome = next(iters[item.job.queue])
@@ -489,12 +494,19 @@ class Worker:
 
     async def _renewer(self) -> None:
         interval = max(0.2, self.settings.lease_seconds / 3)
+        next_at = time.monotonic() + interval
         while True:
-            await asyncio.sleep(interval)
-            if not self._running:
+            # A fixed rate: a slow renew round trip does not stretch the period past lease/3.
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at + interval, time.monotonic())
+            # A finished job keeps its lease until its outcome is applied: under a slow or
+            # broken link the outcome may wait longer than the lease has left.
+            held = [job for job, _task in self._running.values()]
+            held += [item.job for item in (*self._settling, *self._pending)]
+            if not held:
                 continue
             leases: dict[str, list[tuple[str, str]]] = {}
-            for job, _task in self._running.values():
+            for job in held:
                 leases.setdefault(job.queue, []).append((job.id, job.token))
             try:
                 lost = await self.broker.renew(leases, lease_ms=self.settings.lease_ms)
