@@ -4,6 +4,7 @@ that every acknowledged job completed, ran from its own payload, and left no lea
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections import Counter
@@ -58,8 +59,14 @@ class Load:
     _threads: list[threading.Thread] = field(default_factory=list)
     _seq: int = 0
 
+    def type_of(self, key: str) -> str:
+        """``mixed``: alternately test_record (ledger) and test_echo (result = payload)."""
+        if self.job_type != "mixed":
+            return self.job_type
+        return "test_echo" if int(key.rsplit("-", 1)[1]) % 2 else "test_record"
+
     def payload(self, key: str) -> dict[str, Any]:
-        if self.job_type == "test_record":
+        if self.type_of(key) == "test_record":
             return {"ledger": str(self.ledger), "sleep": self.sleep, "key": key}
         return {"key": key, "blob": key * 3}
 
@@ -95,7 +102,7 @@ class Load:
         try:
             response = http.post(
                 "/enqueue",
-                json={"type": self.job_type, "payload": payload},
+                json={"type": self.type_of(key), "payload": payload},
                 headers={"Idempotency-Key": key},
             )
         except httpx.HTTPError as exc:
@@ -194,7 +201,8 @@ class Tally:
 def tally(load: Load, statuses: dict[str, str | None]) -> Tally:
     runs = read_ledger(load.ledger)
     ids = [a.job_id for a in load.accepted.values() if a.job_id]
-    lost = [i for i in ids if statuses.get(i) != "completed" or runs[i] == 0]
+    recorded = {a.job_id for k, a in load.accepted.items() if load.type_of(k) == "test_record"}
+    lost = [i for i in ids if statuses.get(i) != "completed" or (i in recorded and runs[i] == 0)]
     twice = [i for i, n in runs.items() if n > 1]
     return Tally(
         enqueued=len(ids),
@@ -212,3 +220,31 @@ def worker_metrics(url: str) -> dict[str, Any] | None:
             figures: dict[str, Any] = response.json()
             return figures
     return None
+
+
+def check_echo_results(client: redis.Redis, prefix: str, load: Load) -> int:
+    """Every completed ``test_echo`` job's stored result is its own payload (no reply of
+    another command ended up in it); returns how many were checked."""
+    keys = [k for k in load.accepted if load.type_of(k) == "test_echo"]
+    pipe = client.pipeline(transaction=False)
+    for k in keys:
+        pipe.hmget(job_key(prefix, load.accepted[k].job_id or ""), "result", "type", "payload")
+    rows = pipe.execute()
+    for k, (result, typ, payload) in zip(keys, rows, strict=True):
+        assert typ == b"test_echo", (k, typ)
+        assert json.loads(payload) == load.payloads[k], (k, payload)
+        assert json.loads(result) == load.payloads[k], (k, result)
+    return len(keys)
+
+
+def wait_settled(client_factory: Any, prefix: str, *, timeout: float = 60.0) -> dict[str, int]:
+    """Poll until nothing is queued, leased or retrying; returns the queue's figures."""
+    deadline = time.monotonic() + timeout
+    state: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError), client_factory() as client:
+            state = queue_state(client, prefix)
+            if state["queued_now"] == state["active_now"] == state["retry_now"] == 0:
+                return state
+        time.sleep(0.2)
+    return state
