@@ -51,3 +51,10 @@ def schemathesis(session: nox.Session) -> None:
     """
     session.install("-e", ".", "-e", "tests/plugin_packages/wq-testplugin-good", "schemathesis")
     session.run("python", "tests/schemathesis_run.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def soak(session: nox.Session) -> None:
+    """The long load and fault tests left out of the default run (pytest marker ``soak``)."""
+    session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
+    session.run("pytest", "tests", "-m", "soak", *session.posargs)
