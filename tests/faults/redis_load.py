@@ -8,17 +8,23 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
+from redis_server import RedisServer
 from services import read_ledger
 
 from workqueue.broker.keys import QueueKeys
 
 OK = (200, 202)
+
+#: the ``redis_factory`` fixture's type (not imported from conftest: every conftest module is
+#: named "conftest", so that import is ambiguous under ``pytest tests``)
+RedisFactory = Callable[..., RedisServer]
 
 
 @dataclass

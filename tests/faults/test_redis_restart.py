@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RedisFactory
 from redis_load import (
     Load,
+    RedisFactory,
     queue_state,
     tally,
     wait_completed,
@@ -45,7 +45,9 @@ def _finished_after(server: RedisServer, prefix: str, ids: list[str], since_ms: 
     return sorted(int(f) - since_ms for f, _e in rows if f and int(f) >= since_ms)
 
 
-@pytest.mark.parametrize("appendfsync", ["always", "everysec"])
+@pytest.mark.parametrize(
+    "appendfsync", ["always", pytest.param("everysec", marks=pytest.mark.soak)]
+)
 def test_redis_sigkill_and_restart_under_load(
     appendfsync: str,
     redis_factory: RedisFactory,
