@@ -17,6 +17,7 @@ import contextlib
 import os
 import socket
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +119,7 @@ class Worker:
         self._running: dict[str, tuple[ReservedJob, asyncio.Task[None]]] = {}
         self._lost: set[str] = set()
         self._pending: list[_Pending] = []
+        self._reserve_id = uuid.uuid4().hex
         #: outcomes of the finish call in flight (their leases are still renewed)
         self._settling: list[_Pending] = []
         self._finish_wake = asyncio.Event()
@@ -285,7 +287,10 @@ class Worker:
                 [(queue, free - got)],
                 lease_ms=self.settings.lease_ms,
                 worker_id=self.settings.worker_id,
+                request_id=self._reserve_id,
             )
+            # Kept after a failed call: its retry then gets the jobs a lost reply carried.
+            self._reserve_id = uuid.uuid4().hex
             self.stats.last_fetch_at = time.time()
             for rec in result.recovered:
                 self.stats.recovered += 1
