@@ -6,9 +6,10 @@ test thread (every switch is thread-safe, it is an attribute read by the proxy o
 - ``pass_through()``: bytes are forwarded as they come;
 - ``latency(seconds)``: every chunk is delivered ``seconds`` late, in each direction
   (chunks keep their order and are not throttled: a pipe with a long delay, not a slow pipe);
-- ``reset_replies(every=N, keep=K)``: every N-th chunk coming back from the server is cut:
-  its first K bytes (at most half of it) reach the client, then the client socket is closed
-  with an RST (``SO_LINGER`` 0) and the server side is closed;
+- ``reset_replies(every=N, keep=K, times=T)``: every N-th chunk coming back from the server
+  is cut: its first K bytes (at most half of it) reach the client, then the client socket is
+  closed with an RST (``SO_LINGER`` 0) and the server side is closed; after T cuts (when
+  given) the proxy passes again;
 - ``black_hole()``: nothing is forwarded any more, both ways; sockets stay open (a half-open
   peer). A connection that saw the black hole stays black-holed until its client closes it
   (its byte stream is broken for good), and new connections are accepted and black-holed too;
@@ -68,6 +69,7 @@ class FaultProxy:
         self.delay = 0.0
         self.reset_every = 1
         self.reset_keep = 8
+        self.reset_times: int | None = None
         self.stats = ProxyStats()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -101,9 +103,12 @@ class FaultProxy:
         self.delay = seconds
         self._set("latency")
 
-    def reset_replies(self, *, every: int = 1, keep: int = 8) -> None:
+    def reset_replies(self, *, every: int = 1, keep: int = 8, times: int | None = None) -> None:
+        """Cut every ``every``-th server chunk; after ``times`` cuts (if given), pass again."""
         self.reset_every = max(1, every)
         self.reset_keep = keep
+        self.reset_times = times
+        self.stats.server_chunks = 0
         self._set("reset")
 
     def black_hole(self) -> None:
@@ -211,6 +216,10 @@ class FaultProxy:
                         await pending.put(None)
                         await sender
                         self.stats.resets += 1
+                        if self.reset_times is not None:
+                            self.reset_times -= 1
+                            if self.reset_times <= 0:
+                                self.mode = "pass"
                         self._drop(conn, rst=True)
                         return
                 delay = self.delay if self.mode == "latency" else 0.0

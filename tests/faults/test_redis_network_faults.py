@@ -27,6 +27,7 @@ from fault_proxy import FaultProxy
 from redis_load import (
     Load,
     check_echo_results,
+    job_key,
     tally,
     wait_completed,
     wait_settled,
@@ -96,7 +97,13 @@ def _run_fault(
     assert figures is not None
     assert figures["worker"]["succeeded"] == state["done"], (figures["worker"], state)
     assert worker.alive() and producer.alive()
+    with server.client() as client:
+        pipe = client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(job_key(key_prefix, job_id), "lost")
+        lost_per_job = [int(x or 0) for x in pipe.execute()]
     return {
+        "max_lost_leases_of_one_job": max(lost_per_job, default=0),
         "tally": result.row(),
         "answers": dict(load.statuses()),
         "lost_leases": state.get("lost_leases", 0),
