@@ -61,7 +61,7 @@ async def test_a_million_jobs_leave_memory_flat(
     await client.enqueue("test_echo", {})
 
     async def first_done() -> bool:
-        return (await figures(client))["jobs_done"] == 1
+        return bool((await figures(client))["jobs_done"] == 1)
 
     await wait_until(first_done, 60, "the first job")
     await asyncio.sleep(COMPLETED_TTL_S + 2)

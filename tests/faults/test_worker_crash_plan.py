@@ -71,7 +71,7 @@ async def test_t1_sigkill_worker_holding_jobs_recovers_all_exactly_once(
     recovery = time.monotonic() - killed_at
 
     async def all_done() -> bool:
-        return (await figures(client))["jobs_done"] == 50
+        return bool((await figures(client))["jobs_done"] == 50)
 
     await wait_until(all_done, 40, "all 50 jobs to complete")
     stats = await figures(client)
