@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redis_server import RedisServer
 from services import TEST_PLUGIN
 
 from workqueue import admin
@@ -19,6 +20,9 @@ from workqueue.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
 from workqueue.client import Client
 from workqueue.registry import build_registry
+
+#: the ``redis_factory`` fixture's type (defined here: ``from conftest import`` is ambiguous)
+RedisFactory = Callable[..., RedisServer]
 
 
 def make_client(url: str, prefix: str, **config: Any) -> Client:

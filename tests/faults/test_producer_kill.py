@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RedisFactory
+from loadkit import RedisFactory
 from services import Services, wait_http
 
 pytestmark = pytest.mark.slow

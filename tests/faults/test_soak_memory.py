@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RedisFactory
-from loadkit import figures, make_client, status_kib, wait_until
+from loadkit import RedisFactory, figures, make_client, status_kib, wait_until
 from services import Services
 
 pytestmark = pytest.mark.soak

@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RedisFactory
-from loadkit import figures, ledger_runs, make_client, wait_until
+from loadkit import RedisFactory, figures, ledger_runs, make_client, wait_until
 from services import Services
 
 from workqueue.client import Client

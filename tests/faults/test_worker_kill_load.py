@@ -16,8 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RedisFactory
-from loadkit import enqueue_chunked, figures, ledger_runs, make_client, unexplained_duplicates
+from loadkit import (
+    RedisFactory,
+    enqueue_chunked,
+    figures,
+    ledger_runs,
+    make_client,
+    unexplained_duplicates,
+)
 from services import Proc, Services
 
 pytestmark = pytest.mark.slow
