@@ -55,6 +55,9 @@ def schemathesis(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def soak(session: nox.Session) -> None:
-    """The long load and fault tests left out of the default run (pytest marker ``soak``)."""
+    """Long load tests (a million jobs; memory must come back): ``pytest -m soak tests/faults``.
+
+    Not in the default sessions; takes tens of minutes. ``WQ_SOAK_JOBS`` shrinks the run.
+    """
     session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
-    session.run("pytest", "tests", "-m", "soak", *session.posargs)
+    session.run("pytest", "-m", "soak", "-s", "tests/faults", *session.posargs)

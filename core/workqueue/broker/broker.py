@@ -187,8 +187,18 @@ class Broker:
         self, queue: str, count: int, lease_ms: int, worker_id: str, pipe: Any, request_id: str
     ) -> Any:
         k = self.keys(queue)
-        keys = [k.queued, k.scheduled, k.retry, k.active, k.failed, k.stats, k.notify, k.token]
-        keys.append(k.reserve_record(worker_id))
+        keys = [
+            k.queued,
+            k.scheduled,
+            k.retry,
+            k.active,
+            k.failed,
+            k.stats,
+            k.notify,
+            k.token,
+            k.completed,
+            k.reserve_record(worker_id),
+        ]
         args: list[Any] = [
             k.job_prefix,
             count,
@@ -197,6 +207,7 @@ class Broker:
             self.config.max_lost_leases,
             int(self.config.failed_ttl_s * 1000),
             NOTIFY_CAP,
+            int(self.config.completed_ttl_s * 1000),
             request_id,
         ]
         return await self.scripts.reserve(keys=keys, args=args, client=pipe)

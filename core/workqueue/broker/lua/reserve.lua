@@ -1,12 +1,14 @@
 -- Reserve up to N jobs of one queue for one worker, after housekeeping, atomically:
 -- 1. expired leases are recovered (requeued, or failed once lost too often);
 -- 2. due scheduled and retrying jobs are promoted to queued;
--- 3. up to N queued jobs become active with a lease (deadline on Redis's clock) and a new
+-- 3. finished-job indexes drop the entries past their retention (records already expired),
+--    so they shrink even when no further job finishes;
+-- 4. up to N queued jobs become active with a lease (deadline on Redis's clock) and a new
 --    fencing token.
 -- KEYS: 1 queued, 2 scheduled, 3 retry, 4 active, 5 failed, 6 stats, 7 notify, 8 token,
---       9 this worker's last-reserve record (optional)
+--       9 completed, 10 this worker's last-reserve record (optional)
 -- ARGV: 1 job key prefix, 2 count, 3 lease ms, 4 worker id, 5 max lost leases,
---       6 failed retention ms, 7 notify cap, 8 request id (optional)
+--       6 failed retention ms, 7 notify cap, 8 completed retention ms, 9 request id (optional)
 -- A call repeated with the same request id (a client retry after the reply was lost) hands out
 -- the jobs the first call leased, as long as they are still leased under its tokens, instead
 -- of leasing more: the first call's jobs would otherwise sit leased to nobody until expiry.
@@ -17,10 +19,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local jobp, count, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local worker, max_lost, failed_ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local notify_cap = tonumber(ARGV[7])
+local done_ttl = tonumber(ARGV[8])
 
-local req = ARGV[8] or ''
-if req ~= '' and KEYS[9] then
-  local rec = redis.call('HMGET', KEYS[9], 'req', 'jobs')
+local req = ARGV[9] or ''
+if req ~= '' and KEYS[10] then
+  local rec = redis.call('HMGET', KEYS[10], 'req', 'jobs')
   if rec[1] == req then
     local out = {now, -1, 0}
     for _, pair in ipairs(cjson.decode(rec[2])) do
@@ -89,6 +92,9 @@ for z = 2, 3 do
   end
 end
 
+if done_ttl > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - done_ttl) end
+if failed_ttl > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - failed_ttl) end
+
 local out = {now, -1, #recovered / 3}
 for _, v in ipairs(recovered) do out[#out + 1] = v end
 
@@ -124,9 +130,9 @@ if count > 0 then
   end
 end
 
-if #leased > 0 and req ~= '' and KEYS[9] then
-  redis.call('HSET', KEYS[9], 'req', req, 'jobs', cjson.encode(leased))
-  redis.call('PEXPIRE', KEYS[9], lease)
+if #leased > 0 and req ~= '' and KEYS[10] then
+  redis.call('HSET', KEYS[10], 'req', req, 'jobs', cjson.encode(leased))
+  redis.call('PEXPIRE', KEYS[10], lease)
 end
 
 -- Work left behind: wake another idle worker (each token wakes one BLPOP).
