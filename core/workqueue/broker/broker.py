@@ -6,6 +6,7 @@ settles a batch of outcomes; one ``enqueue`` round trip writes a whole batch.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -155,19 +156,27 @@ class Broker:
     # -- worker side ----------------------------------------------------------------------
 
     async def reserve(
-        self, requests: Sequence[tuple[str, int]], *, lease_ms: int, worker_id: str
+        self,
+        requests: Sequence[tuple[str, int]],
+        *,
+        lease_ms: int,
+        worker_id: str,
+        request_id: str | None = None,
     ) -> list[ReserveResult]:
         """For each ``(queue, count)``: recover, promote, and lease up to ``count`` jobs.
 
-        All queues go in one round trip.
+        All queues go in one round trip. The call carries a request id (a fresh one unless
+        given): a call repeated with the same id after its reply was lost - by the client's
+        retry, or by the caller passing the id again - gets the jobs the first call leased.
         """
+        request_id = request_id or uuid.uuid4().hex
         if len(requests) == 1:
             queue, count = requests[0]
-            raw = await self._reserve_call(queue, count, lease_ms, worker_id, None)
+            raw = await self._reserve_call(queue, count, lease_ms, worker_id, None, request_id)
             return [self._parse_reserve(queue, raw)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue, count in requests:
-                await self._reserve_call(queue, count, lease_ms, worker_id, pipe)
+                await self._reserve_call(queue, count, lease_ms, worker_id, pipe, request_id)
             replies = await pipe.execute()
         return [
             self._parse_reserve(queue, raw)
@@ -175,7 +184,7 @@ class Broker:
         ]
 
     async def _reserve_call(
-        self, queue: str, count: int, lease_ms: int, worker_id: str, pipe: Any
+        self, queue: str, count: int, lease_ms: int, worker_id: str, pipe: Any, request_id: str
     ) -> Any:
         k = self.keys(queue)
         keys = [
@@ -188,6 +197,7 @@ class Broker:
             k.notify,
             k.token,
             k.completed,
+            k.reserve_record(worker_id),
         ]
         args: list[Any] = [
             k.job_prefix,
@@ -198,6 +208,7 @@ class Broker:
             int(self.config.failed_ttl_s * 1000),
             NOTIFY_CAP,
             int(self.config.completed_ttl_s * 1000),
+            request_id,
         ]
         return await self.scripts.reserve(keys=keys, args=args, client=pipe)
 

@@ -87,6 +87,10 @@ class QueueKeys:
     def idem_prefix(self) -> str:
         return self.base + "idem:"
 
+    def reserve_record(self, worker_id: str) -> str:
+        """What a worker's last reserve call leased (so a retried call gets the same jobs)."""
+        return self.base + "reserved-by:" + worker_id
+
     def job(self, job_id: str) -> str:
         """The record of one job."""
         return self.job_prefix + job_id

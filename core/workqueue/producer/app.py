@@ -19,6 +19,7 @@ from litestar.openapi.spec import SecurityScheme
 from litestar.types import Guard
 from loguru import logger
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workqueue import __version__
@@ -112,6 +113,15 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Er
             "broker_unavailable",
             None,
             "Redis is unreachable; try again shortly",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, RedisOutOfMemoryError):
+        logger.warning("answered 503: Redis is out of memory (maxmemory reached)")
+        return _error(
+            503,
+            "broker_unavailable",
+            None,
+            "Redis is out of memory (maxmemory reached) and refuses writes; try again later",
             headers={"Retry-After": "1"},
         )
     if isinstance(exc, HTTPException):

@@ -17,6 +17,7 @@ import contextlib
 import os
 import socket
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,18 @@ class _Pending:
     error: str | None = None
 
 
+def _applied_outcome(item: _Pending) -> str:
+    """What an outcome reported as "duplicate" was: the same call had already applied it (its
+    reply was lost and the call was retried), with the same effect finish.lua gives it."""
+    op = item.op
+    if op.op == "ack":
+        return "completed"
+    if op.op == "release":
+        return "released"
+    retry = op.delay_ms >= 0 and item.job.failures + 1 <= item.job.retries
+    return "retrying" if retry else "failed"
+
+
 class Worker:
     """Runs jobs from the given queues until :meth:`request_stop`."""
 
@@ -106,6 +119,9 @@ class Worker:
         self._running: dict[str, tuple[ReservedJob, asyncio.Task[None]]] = {}
         self._lost: set[str] = set()
         self._pending: list[_Pending] = []
+        self._reserve_id = uuid.uuid4().hex
+        #: outcomes of the finish call in flight (their leases are still renewed)
+        self._settling: list[_Pending] = []
         self._finish_wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
@@ -271,7 +287,10 @@ class Worker:
                 [(queue, free - got)],
                 lease_ms=self.settings.lease_ms,
                 worker_id=self.settings.worker_id,
+                request_id=self._reserve_id,
             )
+            # Kept after a failed call: its retry then gets the jobs a lost reply carried.
+            self._reserve_id = uuid.uuid4().hex
             self.stats.last_fetch_at = time.time()
             for rec in result.recovered:
                 self.stats.recovered += 1
@@ -407,12 +426,14 @@ class Worker:
             if self._closing and deadline is None:
                 deadline = time.monotonic() + max(2.0, self.settings.lease_seconds)
             batch, self._pending = self._pending, []
+            self._settling = batch
             ops: dict[str, list[FinishOp]] = {}
             for item in batch:
                 ops.setdefault(item.job.queue, []).append(item.op)
             try:
                 outcomes = await self.broker.finish(ops)
             except (RedisError, OSError) as exc:
+                self._settling = []
                 self._pending = batch + self._pending
                 if deadline is not None and time.monotonic() > deadline:
                     logger.error(
@@ -429,9 +450,13 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
                 continue
+            self._settling = []
             iters = {q: iter(v) for q, v in outcomes.items()}
             for item in batch:
-                self._log_outcome(item, next(iters[item.job.queue]))
+                outcome = next(iters[item.job.queue])
+                if outcome == "duplicate":
+                    outcome = _applied_outcome(item)
+                self._log_outcome(item, outcome)
 
     def _log_outcome(self, item: _Pending, outcome: str) -> None:
         job = item.job
@@ -474,12 +499,19 @@ class Worker:
 
     async def _renewer(self) -> None:
         interval = max(0.2, self.settings.lease_seconds / 3)
+        next_at = time.monotonic() + interval
         while True:
-            await asyncio.sleep(interval)
-            if not self._running:
+            # A fixed rate: a slow renew round trip does not stretch the period past lease/3.
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at + interval, time.monotonic())
+            # A finished job keeps its lease until its outcome is applied: under a slow or
+            # broken link the outcome may wait longer than the lease has left.
+            held = [job for job, _task in self._running.values()]
+            held += [item.job for item in (*self._settling, *self._pending)]
+            if not held:
                 continue
             leases: dict[str, list[tuple[str, str]]] = {}
-            for job, _task in self._running.values():
+            for job in held:
                 leases.setdefault(job.queue, []).append((job.id, job.token))
             try:
                 lost = await self.broker.renew(leases, lease_ms=self.settings.lease_ms)

@@ -6,9 +6,12 @@
 -- 4. up to N queued jobs become active with a lease (deadline on Redis's clock) and a new
 --    fencing token.
 -- KEYS: 1 queued, 2 scheduled, 3 retry, 4 active, 5 failed, 6 stats, 7 notify, 8 token,
---       9 completed
+--       9 completed, 10 this worker's last-reserve record (optional)
 -- ARGV: 1 job key prefix, 2 count, 3 lease ms, 4 worker id, 5 max lost leases,
---       6 failed retention ms, 7 notify cap, 8 completed retention ms
+--       6 failed retention ms, 7 notify cap, 8 completed retention ms, 9 request id (optional)
+-- A call repeated with the same request id (a client retry after the reply was lost) hands out
+-- the jobs the first call leased, as long as they are still leased under its tokens, instead
+-- of leasing more: the first call's jobs would otherwise sit leased to nobody until expiry.
 -- Returns: {now_ms, next_wake_ms (-1 none), n_recovered, [id, outcome, type] * n_recovered,
 --           [id, token, type, payload, attempts, retries, timeout, enqueued_at, failures, lost]*}
 local t = redis.call('TIME')
@@ -18,7 +21,34 @@ local worker, max_lost, failed_ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6
 local notify_cap = tonumber(ARGV[7])
 local done_ttl = tonumber(ARGV[8])
 
+local req = ARGV[9] or ''
+if req ~= '' and KEYS[10] then
+  local rec = redis.call('HMGET', KEYS[10], 'req', 'jobs')
+  if rec[1] == req then
+    local out = {now, -1, 0}
+    for _, pair in ipairs(cjson.decode(rec[2])) do
+      local id, token = pair[1], pair[2]
+      local f = redis.call('HMGET', jobp .. id, 'token', 'status', 'type', 'payload',
+        'attempts', 'retries', 'timeout', 'enqueued_at', 'failures', 'lost')
+      if f[1] == token and f[2] == 'active' then
+        out[#out + 1] = id
+        out[#out + 1] = token
+        out[#out + 1] = f[3]
+        out[#out + 1] = f[4] or ''
+        out[#out + 1] = f[5] or '0'
+        out[#out + 1] = f[6] or '0'
+        out[#out + 1] = f[7] or '0'
+        out[#out + 1] = f[8] or '0'
+        out[#out + 1] = f[9] or '0'
+        out[#out + 1] = f[10] or '0'
+      end
+    end
+    return out
+  end
+end
+
 local recovered = {}
+local leased = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[4], id)
@@ -84,6 +114,7 @@ if count > 0 then
         redis.call('HSET', key, 'status', 'active', 'token', token, 'worker', worker,
           'started_at', now)
         redis.call('ZADD', KEYS[4], deadline, id)
+        leased[#leased + 1] = {id, tostring(token)}
         out[#out + 1] = id
         out[#out + 1] = token
         out[#out + 1] = f[1]
@@ -97,6 +128,11 @@ if count > 0 then
       end
     end
   end
+end
+
+if #leased > 0 and req ~= '' and KEYS[10] then
+  redis.call('HSET', KEYS[10], 'req', req, 'jobs', cjson.encode(leased))
+  redis.call('PEXPIRE', KEYS[10], lease)
 end
 
 -- Work left behind: wake another idle worker (each token wakes one BLPOP).
