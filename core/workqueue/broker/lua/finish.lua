@@ -44,10 +44,13 @@ for i = 5, #ARGV, 5 do
       any_done = true
       outcome = 'completed'
     elseif op == 'fail' then
-      local failures = redis.call('HINCRBY', key, 'failures', 1)
+      -- A counter that is not an integer (a tampered record) restarts from 0, never an error
+      -- that would refuse the whole batch.
+      local failures = (tonumber(redis.call('HGET', key, 'failures')) or 0) + 1
+      redis.call('HSET', key, 'failures', failures)
       redis.call('HINCRBY', KEYS[6], 'failed_attempts', 1)
       redis.call('HINCRBY', KEYS[6], 'failed_attempts|' .. typ, 1)
-      if delay >= 0 and failures <= tonumber(f[5] or '0') then
+      if delay >= 0 and failures <= (tonumber(f[5] or '0') or 0) then
         redis.call('HSET', key, 'status', 'retrying', 'error', data, 'run_at', now + delay)
         redis.call('ZADD', KEYS[3], now + delay, id)
         redis.call('HINCRBY', KEYS[6], 'retried', 1)

@@ -9,6 +9,8 @@
 --       9 completed
 -- ARGV: 1 job key prefix, 2 count, 3 lease ms, 4 worker id, 5 max lost leases,
 --       6 failed retention ms, 7 notify cap, 8 completed retention ms
+-- A queued record that cannot be run as it is (no type, or a counter that is not an integer:
+-- tampered or corrupted) fails at once as an invalid job, reported with outcome 'invalid'.
 -- Returns: {now_ms, next_wake_ms (-1 none), n_recovered, [id, outcome, type] * n_recovered,
 --           [id, token, type, payload, attempts, retries, timeout, enqueued_at, failures, lost]*}
 local t = redis.call('TIME')
@@ -17,6 +19,20 @@ local jobp, count, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local worker, max_lost, failed_ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local notify_cap = tonumber(ARGV[7])
 local done_ttl = tonumber(ARGV[8])
+
+-- A counter field read as an integer: absent is 0; anything else that is not an integer is nil.
+local function int_field(v)
+  if not v then return 0 end
+  if #v > 18 or not string.match(v, '^%-?%d+$') then return nil end
+  return tonumber(v)
+end
+
+-- Add one to a counter field; a corrupt value restarts from 0 instead of failing the script.
+local function incr(key, field)
+  local v = (int_field(redis.call('HGET', key, field)) or 0) + 1
+  redis.call('HSET', key, field, v)
+  return v
+end
 
 local recovered = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
@@ -27,7 +43,7 @@ for _, id in ipairs(expired) do
   if not typ then
     redis.call('HINCRBY', KEYS[6], 'orphans', 1)
   else
-    local lost = redis.call('HINCRBY', key, 'lost', 1)
+    local lost = incr(key, 'lost')
     redis.call('HINCRBY', KEYS[6], 'lost_leases', 1)
     if lost >= max_lost then
       redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'token', '',
@@ -65,9 +81,7 @@ end
 if done_ttl > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - done_ttl) end
 if failed_ttl > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - failed_ttl) end
 
-local out = {now, -1, #recovered / 3}
-for _, v in ipairs(recovered) do out[#out + 1] = v end
-
+local jobs = {}
 if count > 0 then
   local ids = redis.call('LPOP', KEYS[1], count)
   if ids then
@@ -75,29 +89,52 @@ if count > 0 then
     for _, id in ipairs(ids) do
       local key = jobp .. id
       local f = redis.call('HMGET', key, 'type', 'payload', 'retries', 'timeout',
-        'enqueued_at', 'failures', 'lost')
+        'enqueued_at', 'failures', 'lost', 'attempts')
+      local bad = nil
       if not f[1] then
+        bad = 'the record has no type'
+      else
+        for n, name in pairs({[3] = 'retries', [6] = 'failures', [7] = 'lost',
+                              [8] = 'attempts'}) do
+          if not int_field(f[n]) then bad = 'its ' .. name .. ' is not an integer' end
+        end
+      end
+      if bad and redis.call('EXISTS', key) == 0 then
         redis.call('HINCRBY', KEYS[6], 'orphans', 1)
+      elseif bad then
+        redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'token', '',
+          'error', 'invalid job: malformed record: ' .. bad)
+        redis.call('ZADD', KEYS[5], now, id)
+        if failed_ttl > 0 then redis.call('PEXPIRE', key, failed_ttl) end
+        redis.call('HINCRBY', KEYS[6], 'failed', 1)
+        if f[1] then redis.call('HINCRBY', KEYS[6], 'failed|' .. f[1], 1) end
+        recovered[#recovered + 1] = id
+        recovered[#recovered + 1] = 'invalid'
+        recovered[#recovered + 1] = f[1] or ''
       else
         local token = redis.call('INCR', KEYS[8])
         local attempts = redis.call('HINCRBY', key, 'attempts', 1)
         redis.call('HSET', key, 'status', 'active', 'token', token, 'worker', worker,
           'started_at', now)
         redis.call('ZADD', KEYS[4], deadline, id)
-        out[#out + 1] = id
-        out[#out + 1] = token
-        out[#out + 1] = f[1]
-        out[#out + 1] = f[2] or ''
-        out[#out + 1] = attempts
-        out[#out + 1] = f[3] or '0'
-        out[#out + 1] = f[4] or '0'
-        out[#out + 1] = f[5] or '0'
-        out[#out + 1] = f[6] or '0'
-        out[#out + 1] = f[7] or '0'
+        jobs[#jobs + 1] = id
+        jobs[#jobs + 1] = token
+        jobs[#jobs + 1] = f[1]
+        jobs[#jobs + 1] = f[2] or ''
+        jobs[#jobs + 1] = attempts
+        jobs[#jobs + 1] = f[3] or '0'
+        jobs[#jobs + 1] = f[4] or '0'
+        jobs[#jobs + 1] = f[5] or '0'
+        jobs[#jobs + 1] = f[6] or '0'
+        jobs[#jobs + 1] = f[7] or '0'
       end
     end
   end
 end
+
+local out = {now, -1, #recovered / 3}
+for _, v in ipairs(recovered) do out[#out + 1] = v end
+for _, v in ipairs(jobs) do out[#out + 1] = v end
 
 -- Work left behind: wake another idle worker (each token wakes one BLPOP).
 if redis.call('LLEN', KEYS[1]) > 0 and redis.call('LLEN', KEYS[7]) < notify_cap then
