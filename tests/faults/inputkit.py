@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -239,8 +242,6 @@ if _path:
 def write_audit_sitecustomize(directory: Path, out: Path) -> dict[str, str]:
     """Write ``sitecustomize.py`` into ``directory``; returns the environment that makes a
     Python subprocess load it and record to ``out``."""
-    import os
-
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "sitecustomize.py").write_text(_SITECUSTOMIZE)
     pythonpath = os.pathsep.join(p for p in (str(directory), os.environ.get("PYTHONPATH", "")) if p)
@@ -296,3 +297,68 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------
+# Job records written straight into Redis, and the CLI
+# --------------------------------------------------------------------------------------------
+
+
+def job_key(prefix: str, job_id: str, queue: str = "default") -> str:
+    return f"{prefix}:{{{queue}}}:job:{job_id}"
+
+
+def write_record(
+    client: redis.Redis,
+    prefix: str,
+    job_id: str,
+    fields: dict[str, bytes | str | None],
+    queue: str = "default",
+) -> None:
+    """Write a job record the way enqueue.lua does (``None`` in ``fields`` leaves that field
+    out) and queue its id; the caller wakes the workers with :func:`wake`."""
+    record: dict[str, bytes | str | None] = {
+        "type": "test_echo",
+        "payload": b"{}",
+        "retries": "3",
+        "timeout": "0.0",
+        "status": "queued",
+        "enqueued_at": str(int(time.time() * 1000)),
+        "attempts": "0",
+        "failures": "0",
+        "lost": "0",
+        "fp": "",
+    }
+    record.update(fields)
+    present = {k: v for k, v in record.items() if v is not None}
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(job_key(prefix, job_id, queue), mapping=present)  # type: ignore[arg-type]
+        pipe.rpush(f"{prefix}:{{{queue}}}:queued", job_id)
+        pipe.sadd(f"{prefix}:queues", queue)
+        pipe.execute()
+
+
+def wake(client: redis.Redis, prefix: str, queue: str = "default") -> None:
+    client.rpush(f"{prefix}:{{{queue}}}:notify", "1")
+
+
+def record_of(client: redis.Redis, prefix: str, job_id: str) -> dict[str, str]:
+    raw = client.hgetall(job_key(prefix, job_id))
+    return {
+        k.decode(errors="replace"): v.decode(errors="replace")
+        for k, v in raw.items()  # type: ignore[union-attr]
+    }
+
+
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``workqueue ARGS`` in a subprocess with ``env`` added to this one's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "workqueue", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
