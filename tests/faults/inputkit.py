@@ -343,11 +343,8 @@ def wake(client: redis.Redis, prefix: str, queue: str = "default") -> None:
 
 
 def record_of(client: redis.Redis, prefix: str, job_id: str) -> dict[str, str]:
-    raw = client.hgetall(job_key(prefix, job_id))
-    return {
-        k.decode(errors="replace"): v.decode(errors="replace")
-        for k, v in raw.items()  # type: ignore[union-attr]
-    }
+    raw: dict[bytes, bytes] = client.hgetall(job_key(prefix, job_id))  # type: ignore[assignment]
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
 
 
 def run_cli(
@@ -362,3 +359,34 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# A plugin made on the fly (a dist-info on PYTHONPATH is an installed distribution)
+# --------------------------------------------------------------------------------------------
+
+_FORGE_PLUGIN = '''
+"""A job type whose error is its payload's "message" (for the log-forging tests)."""
+from workqueue import JobType, PermanentError, hookimpl
+
+
+async def forge_error(payload, ctx):
+    raise PermanentError(payload["message"])
+
+
+@hookimpl
+def workqueue_job_types():
+    return [JobType(name="forge_error", handler=forge_error, description="raise the message")]
+'''
+
+
+def write_forge_plugin(directory: Path) -> Path:
+    """Write the ``wq_forge_plugin`` distribution (job type ``forge_error``) into
+    ``directory``; put the directory on PYTHONPATH and name the plugin in WORKQUEUE_PLUGINS."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "wq_forge_plugin.py").write_text(_FORGE_PLUGIN)
+    info = directory / "wq_forge_plugin-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wq-forge-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[workqueue]\nwq_forge_plugin = wq_forge_plugin\n")
+    return directory
