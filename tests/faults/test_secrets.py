@@ -22,6 +22,7 @@ import json
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -416,3 +417,32 @@ def test_redis_password_is_redacted_when_redis_refuses(
         assert text, proc.role
         leaks = _find(text, proc.role)
         assert not leaks, (leaks, text[-2000:])
+
+
+MALFORMED_URLS = [
+    f"redis://:{REDIS_PASSWORD}@127.0.0.1:port/0",
+    f"redis://:{REDIS_PASSWORD}@127.0.0.1:99999/0",
+    f"redis://:{REDIS_PASSWORD}@[::1:6379/0",
+    f"http://user:{REDIS_PASSWORD}@127.0.0.1:6379/0",
+    f"redis://127.0.0.1:6379/0?password={REDIS_PASSWORD}&socket_timeout=soon",
+]
+
+
+def test_malformed_redis_url_is_a_usage_error_without_the_password() -> None:
+    """Every command, and every way a URL can be malformed (tried with ``stats``)."""
+    commands = [
+        *[(("stats",), url) for url in MALFORMED_URLS],
+        (("worker", "--metrics-port", "0"), MALFORMED_URLS[0]),
+        (("producer", "--port", "0"), MALFORMED_URLS[0]),
+    ]
+
+    def run(command: tuple[tuple[str, ...], str]) -> subprocess.CompletedProcess[str]:
+        return run_cli(*command[0], env={"WORKQUEUE_REDIS_URL": command[1]}, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = list(pool.map(run, commands))
+    for command, done in zip(commands, runs, strict=True):
+        out = done.stdout + done.stderr
+        assert done.returncode == 2, (command, out)
+        assert "is not a Redis URL" in out and "***" in out, (command, out)
+        assert REDIS_PASSWORD not in out and "Traceback" not in out, (command, out)
