@@ -17,6 +17,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,37 @@ def test_endless_chunked_body_is_cut_off_with_413(target: Target) -> None:
     assert answer.sent < 16 * MAX_BODY, f"{answer.sent} bytes were accepted"
     _no_write(target, before)
     target.still_serving()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_concurrent_endless_bodies_keep_memory_bounded(target: Target) -> None:
+    before_writes = target.writes()
+    before = _rss_kib(target.proc.pid)
+    piece = chunk(b"y" * 65536)
+    big = b"x" * (2 * MAX_BODY)
+
+    def endless(n: int) -> int | None:
+        if n % 2:
+            return post_raw(target.port, big).status
+        parts = [request_head(chunked=True), *[piece] * 256]  # 16 MiB offered
+        return raw_exchange(target.port, parts, timeout=60).status
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(endless, range(40)))
+    after = _rss_kib(target.proc.pid)
+    assert statuses == [413] * 40
+    # 20 chunked streams of 16 MiB buffered would be 320 MiB; the cut-off keeps it near 1 MiB
+    # per request in flight.
+    assert after - before < 96 * 1024, f"RSS grew from {before} to {after} KiB"
+    _no_write(target, before_writes)
+    target.still_serving()
+    print(f"\nFIGURES 40 concurrent oversize bodies: producer RSS {before} -> {after} KiB")
 
 
 def test_content_length_larger_than_sent_is_cut_off(target: Target) -> None:
