@@ -274,13 +274,14 @@ class Worker:
             )
             self.stats.last_fetch_at = time.time()
             for rec in result.recovered:
-                self.stats.recovered += 1
                 log = logger.bind(job_id=rec.job_id, type=rec.type, queue=rec.queue)
-                if rec.outcome == "failed":
-                    log.error("failed for good: lease lost too many times (worker died each time)")
-                elif rec.outcome == "invalid":
+                if rec.outcome == "invalid":
                     self.stats.failed += 1
                     log.error("failed for good: invalid job: malformed record (not run)")
+                    continue
+                self.stats.recovered += 1
+                if rec.outcome == "failed":
+                    log.error("failed for good: lease lost too many times (worker died each time)")
                 else:
                     log.warning("recovered after a lost lease: requeued")
             for job in result.jobs:
