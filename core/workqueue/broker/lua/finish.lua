@@ -19,9 +19,10 @@ for i = 5, #ARGV, 5 do
   local op, id, token, data, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
     tonumber(ARGV[i + 4])
   local key = jobp .. id
-  local f = redis.call('HMGET', key, 'token', 'status', 'type', 'failures', 'retries')
+  -- pcall: a key that is no longer a hash must not abort the whole batch
+  local f = redis.pcall('HMGET', key, 'token', 'status', 'type', 'failures', 'retries')
   local outcome
-  if not f[3] then
+  if f.err or not f[3] then
     outcome = 'missing'
   elseif f[1] ~= token then
     outcome = 'stale'

@@ -39,8 +39,8 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 10
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[4], id)
   local key = jobp .. id
-  local typ = redis.call('HGET', key, 'type')
-  if not typ then
+  local typ = redis.pcall('HGET', key, 'type')
+  if type(typ) ~= 'string' then  -- no record, or not a hash: nothing to recover
     redis.call('HINCRBY', KEYS[6], 'orphans', 1)
   else
     local lost = incr(key, 'lost')
@@ -69,7 +69,7 @@ for z = 2, 3 do
   local due = redis.call('ZRANGEBYSCORE', KEYS[z], '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
     redis.call('ZREM', KEYS[z], id)
-    if redis.call('EXISTS', jobp .. id) == 1 then
+    if redis.call('TYPE', jobp .. id)['ok'] == 'hash' then
       redis.call('HSET', jobp .. id, 'status', 'queued')
       redis.call('RPUSH', KEYS[1], id)
     else
@@ -88,18 +88,21 @@ if count > 0 then
     local deadline = now + lease
     for _, id in ipairs(ids) do
       local key = jobp .. id
-      local f = redis.call('HMGET', key, 'type', 'payload', 'retries', 'timeout',
+      -- pcall: a key of another type (not a job record) must not abort the whole batch
+      local f = redis.pcall('HMGET', key, 'type', 'payload', 'retries', 'timeout',
         'enqueued_at', 'failures', 'lost', 'attempts')
-      local bad = nil
-      if not f[1] then
-        bad = 'the record has no type'
+      local bad, orphan = nil, false
+      if f.err then
+        orphan = true  -- a key of another type: not a job record
+      elseif not f[1] then
+        if redis.call('EXISTS', key) == 0 then orphan = true else bad = 'the record has no type' end
       else
         for n, name in pairs({[3] = 'retries', [6] = 'failures', [7] = 'lost',
                               [8] = 'attempts'}) do
           if not int_field(f[n]) then bad = 'its ' .. name .. ' is not an integer' end
         end
       end
-      if bad and redis.call('EXISTS', key) == 0 then
+      if orphan then
         redis.call('HINCRBY', KEYS[6], 'orphans', 1)
       elseif bad then
         redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'token', '',
