@@ -1,7 +1,8 @@
 """T24: job records written straight into Redis, as an attacker with Redis access (or a bug)
 would: pickle and marshal bytes as payload, a type naming ``builtins.eval`` / ``os.system`` /
 a module nobody has, an oversize payload, a payload failing its schema, fields missing,
-counters that are not integers, bytes that are not UTF-8, a type name holding a newline.
+counters that are not integers, bytes that are not UTF-8, a type name holding a newline, and
+queued ids whose key is a string, a list or missing.
 
 A real worker subprocess fails each one as an invalid job (or, for a well-formed type nobody
 installed, "not installed", within the record's own retry budget), never runs it twice, keeps
@@ -146,6 +147,12 @@ def test_tampered_records_fail_as_invalid_and_nothing_is_imported(
     for job_id, fields in HARMLESS.items():
         write_record(client, prefix, job_id, fields)
         ids.append(job_id)
+    # Ids whose "record" is no hash at all, or missing: dropped as orphans, not fatal.
+    client.set(job_key(prefix, "a-string"), "not a record")
+    client.rpush(job_key(prefix, "a-list"), "not", "a", "record")
+    client.rpush(f"{prefix}:{{default}}:queued", "a-string", "a-list", "a-ghost")
+    write_record(client, prefix, "good-after-orphans", _good(-1000))
+    ids.append("good-after-orphans")
     audit_file = tmp_path / "worker-audit.txt"
     env = write_audit_sitecustomize(tmp_path / "site", audit_file)
     worker = services.worker(private_redis.url, "--concurrency", "64", env=env)
@@ -172,6 +179,8 @@ def test_tampered_records_fail_as_invalid_and_nothing_is_imported(
         assert json.loads(record["result"]) == n + 1000
     for job_id in HARMLESS:
         assert record_of(client, prefix, job_id)["status"] == "completed", job_id
+    assert record_of(client, prefix, "good-after-orphans")["result"] == "0"
+    assert client.hget(f"{prefix}:{{default}}:stats", "orphans") == b"3"
     assert client.zcard(f"{prefix}:{{default}}:retry") == 0
     assert client.llen(f"{prefix}:{{default}}:queued") == 0
     assert client.zcard(f"{prefix}:{{default}}:active") == 0
