@@ -355,3 +355,12 @@ async def test_slow_loris_does_not_stop_the_producer(target: Target) -> None:
         f"{GOOD_REQUESTS} good enqueues all 202, max {max(latencies):.3f}s; "
         f"attackers cut off after {min(closed_after):.2f}-{max(closed_after):.2f}s"
     )
+
+
+def test_producer_log_has_no_error_after_all_that(target: Target) -> None:
+    """Runs last in this module: no bad request above made the producer log an unexpected
+    error or a traceback (a disconnect mid-body included)."""
+    log = target.proc.log()
+    assert "producer on http" in log
+    assert "Traceback" not in log and "unexpected error" not in log, log[-3000:]
+    assert not [line for line in log.splitlines() if " | ERROR | " in line], log[-3000:]
