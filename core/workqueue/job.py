@@ -31,10 +31,13 @@ class Status(enum.StrEnum):
 
 
 def ms_to_datetime(ms: int | None) -> datetime | None:
-    """Redis-clock milliseconds to an aware UTC datetime."""
+    """Redis-clock milliseconds to an aware UTC datetime (``None`` for a time out of range)."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, ValueError, OSError):  # a corrupt record: no such time
+        return None
 
 
 class NewJob(msgspec.Struct, frozen=True):

@@ -26,7 +26,8 @@ __all__ = [
 
 #: Job type and queue names: 1-128 characters of ``A-Za-z0-9_.:-`` (no braces, so a queue name
 #: can sit inside a Redis hash tag).
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+#: ``\Z``, not ``$``: a trailing newline is not part of a name
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")
 DEFAULT_RETRIES = 3
 DEFAULT_TIMEOUT_SECONDS = 300.0
 

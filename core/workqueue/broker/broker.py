@@ -68,7 +68,8 @@ class ReserveResult:
 
 
 def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # "replace": a tampered record's bytes must not crash the worker or a reader
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class Broker:
@@ -361,7 +362,10 @@ def job_info(job_id: str, queue: str, record: dict[bytes, bytes]) -> JobInfo:
 
     def ms(name: str) -> int | None:
         value = f.get(name)
-        return int(value) if value not in (None, b"") else None
+        try:
+            return int(value) if value not in (None, b"") else None
+        except ValueError:  # a tampered or corrupt record: show no time rather than fail
+            return None
 
     result: Any = None
     raw_result = f.get("result")

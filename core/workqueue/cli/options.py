@@ -16,12 +16,28 @@ __all__ = ["broker_options", "log_options", "redis_url_option"]
 F = Callable[..., Any]
 
 
+def _check_redis_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A malformed URL is a usage error (exit 2) naming it without its password, not a
+    traceback from deep inside the Redis client."""
+    from redis.connection import parse_url
+
+    from workqueue.log import redact_url
+
+    try:
+        parse_url(value)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        problem = str(exc).replace(value, redact_url(value))
+        raise click.BadParameter(f"{redact_url(value)!r} is not a Redis URL: {problem}") from None
+    return value
+
+
 def redis_url_option(f: F) -> F:
     return click.option(
         "--redis-url",
         envvar="WORKQUEUE_REDIS_URL",
         default=DEFAULT_REDIS_URL,
         show_default=True,
+        callback=_check_redis_url,
         help="Redis URL (redis:// or rediss://, user and password in the URL).",
     )(f)
 

@@ -50,6 +50,15 @@ __all__ = ["producer_command"]
     show_default=True,
     help="Most tasks in one POST /enqueue/batch.",
 )
+@click.option(
+    "--request-timeout",
+    envvar="WORKQUEUE_REQUEST_TIMEOUT",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=15.0,  # workqueue.producer.deadline.DEFAULT_REQUEST_TIMEOUT_S (not imported: slow)
+    show_default=True,
+    help="Seconds a client may take to send a whole request (headers and body); "
+    "slower or silent connections are closed.",
+)
 @broker_options
 @log_options
 def producer_command(
@@ -58,6 +67,7 @@ def producer_command(
     redis_url: str,
     max_body_bytes: int,
     batch_limit: int,
+    request_timeout: float,
     broker_config: BrokerConfig,
     log_file: str,
     log_json: bool,
@@ -70,6 +80,7 @@ def producer_command(
     import uvicorn
 
     from workqueue.producer import ProducerSettings, create_app
+    from workqueue.producer.deadline import protocol_with_deadline
     from workqueue.registry import build_registry
 
     configure_logging(
@@ -103,7 +114,7 @@ def producer_command(
         host=host,
         port=port,
         loop="auto",
-        http="auto",
+        http=protocol_with_deadline("auto", request_timeout),
         access_log=False,
         log_level=log_level.lower(),
         lifespan="on",

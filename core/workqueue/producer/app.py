@@ -54,6 +54,8 @@ _HTTP_ERRORS = {
     405: "method_not_allowed",
     413: "body_too_large",
 }
+#: answers after which the connection is closed
+_CLOSE = {"Connection": "close"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,9 @@ def _error(
 def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorAnswer]:
     """The one mapping from errors to HTTP answers; never a stack trace in a response."""
     if isinstance(exc, MalformedBody):
-        return _error(400, "malformed_body", exc.field, exc.problem)
+        # The body may be misframed (a Content-Length that lies): what follows it on this
+        # connection is not trusted as a next request.
+        return _error(400, "malformed_body", exc.field, exc.problem, headers=_CLOSE)
     if isinstance(exc, UnknownJobTypeError):
         return _error(422, "unknown_job_type", exc.field, exc.problem, known=exc.known)
     if isinstance(exc, PayloadValidationError):
@@ -127,6 +131,8 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Er
     if isinstance(exc, HTTPException):
         status = exc.status_code
         headers = dict(exc.headers or {})
+        if status == 413:  # stop reading the rest of an oversize body: close the connection
+            headers.update(_CLOSE)
         return _error(
             status, _HTTP_ERRORS.get(status, "http_error"), None, exc.detail, headers=headers
         )

@@ -32,7 +32,7 @@ from workqueue.broker.connection import create_redis
 from workqueue.errors import ConfigurationError, InvalidJobError, PluginError
 from workqueue.hookspecs import JobEvent, WorkerInfo
 from workqueue.job import ReservedJob, ms_to_datetime
-from workqueue.jobtypes import JobContext
+from workqueue.jobtypes import NAME_PATTERN, JobContext
 from workqueue.log import sanitize
 from workqueue.plugins import WorkQueuePluginManager, plugin_label
 from workqueue.registry import Registry
@@ -293,8 +293,12 @@ class Worker:
             self._reserve_id = uuid.uuid4().hex
             self.stats.last_fetch_at = time.time()
             for rec in result.recovered:
-                self.stats.recovered += 1
                 log = logger.bind(job_id=rec.job_id, type=rec.type, queue=rec.queue)
+                if rec.outcome == "invalid":
+                    self.stats.failed += 1
+                    log.error("failed for good: invalid job: malformed record (not run)")
+                    continue
+                self.stats.recovered += 1
                 if rec.outcome == "failed":
                     log.error("failed for good: lease lost too many times (worker died each time)")
                 else:
@@ -319,6 +323,8 @@ class Worker:
         started = time.perf_counter()
         outcome: Outcome | None = None
         try:
+            if job_type is None and not NAME_PATTERN.match(job.type):
+                raise InvalidJobError(f"job type {job.type!r} is not a valid job type name")
             if job_type is None:
                 raise LookupError(
                     f"job type {job.type!r} is not installed on worker {self.settings.worker_id}"

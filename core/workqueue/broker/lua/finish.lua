@@ -19,9 +19,10 @@ for i = 5, #ARGV, 5 do
   local op, id, token, data, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
     tonumber(ARGV[i + 4])
   local key = jobp .. id
-  local f = redis.call('HMGET', key, 'token', 'status', 'type', 'failures', 'retries')
+  -- pcall: a key that is no longer a hash must not abort the whole batch
+  local f = redis.pcall('HMGET', key, 'token', 'status', 'type', 'failures', 'retries')
   local outcome
-  if not f[3] then
+  if f.err or not f[3] then
     outcome = 'missing'
   elseif f[1] ~= token then
     outcome = 'stale'
@@ -44,10 +45,13 @@ for i = 5, #ARGV, 5 do
       any_done = true
       outcome = 'completed'
     elseif op == 'fail' then
-      local failures = redis.call('HINCRBY', key, 'failures', 1)
+      -- A counter that is not an integer (a tampered record) restarts from 0, never an error
+      -- that would refuse the whole batch.
+      local failures = (tonumber(redis.call('HGET', key, 'failures')) or 0) + 1
+      redis.call('HSET', key, 'failures', failures)
       redis.call('HINCRBY', KEYS[6], 'failed_attempts', 1)
       redis.call('HINCRBY', KEYS[6], 'failed_attempts|' .. typ, 1)
-      if delay >= 0 and failures <= tonumber(f[5] or '0') then
+      if delay >= 0 and failures <= (tonumber(f[5] or '0') or 0) then
         redis.call('HSET', key, 'status', 'retrying', 'error', data, 'run_at', now + delay)
         redis.call('ZADD', KEYS[3], now + delay, id)
         redis.call('HINCRBY', KEYS[6], 'retried', 1)

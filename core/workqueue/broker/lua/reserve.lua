@@ -12,6 +12,8 @@
 -- A call repeated with the same request id (a client retry after the reply was lost) hands out
 -- the jobs the first call leased, as long as they are still leased under its tokens, instead
 -- of leasing more: the first call's jobs would otherwise sit leased to nobody until expiry.
+-- A queued record that cannot be run as it is (no type, or a counter that is not an integer:
+-- tampered or corrupted) fails at once as an invalid job, reported with outcome 'invalid'.
 -- Returns: {now_ms, next_wake_ms (-1 none), n_recovered, [id, outcome, type] * n_recovered,
 --           [id, token, type, payload, attempts, retries, timeout, enqueued_at, failures, lost]*}
 local t = redis.call('TIME')
@@ -47,17 +49,30 @@ if req ~= '' and KEYS[10] then
   end
 end
 
+-- A counter field read as an integer: absent is 0; anything else that is not an integer is nil.
+local function int_field(v)
+  if not v then return 0 end
+  if #v > 18 or not string.match(v, '^%-?%d+$') then return nil end
+  return tonumber(v)
+end
+
+-- Add one to a counter field; a corrupt value restarts from 0 instead of failing the script.
+local function incr(key, field)
+  local v = (int_field(redis.call('HGET', key, field)) or 0) + 1
+  redis.call('HSET', key, field, v)
+  return v
+end
+
 local recovered = {}
-local leased = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[4], id)
   local key = jobp .. id
-  local typ = redis.call('HGET', key, 'type')
-  if not typ then
+  local typ = redis.pcall('HGET', key, 'type')
+  if type(typ) ~= 'string' then  -- no record, or not a hash: nothing to recover
     redis.call('HINCRBY', KEYS[6], 'orphans', 1)
   else
-    local lost = redis.call('HINCRBY', key, 'lost', 1)
+    local lost = incr(key, 'lost')
     redis.call('HINCRBY', KEYS[6], 'lost_leases', 1)
     if lost >= max_lost then
       redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'token', '',
@@ -83,7 +98,7 @@ for z = 2, 3 do
   local due = redis.call('ZRANGEBYSCORE', KEYS[z], '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
     redis.call('ZREM', KEYS[z], id)
-    if redis.call('EXISTS', jobp .. id) == 1 then
+    if redis.call('TYPE', jobp .. id)['ok'] == 'hash' then
       redis.call('HSET', jobp .. id, 'status', 'queued')
       redis.call('RPUSH', KEYS[1], id)
     else
@@ -95,19 +110,40 @@ end
 if done_ttl > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - done_ttl) end
 if failed_ttl > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - failed_ttl) end
 
-local out = {now, -1, #recovered / 3}
-for _, v in ipairs(recovered) do out[#out + 1] = v end
-
+local jobs = {}
+local leased = {}
 if count > 0 then
   local ids = redis.call('LPOP', KEYS[1], count)
   if ids then
     local deadline = now + lease
     for _, id in ipairs(ids) do
       local key = jobp .. id
-      local f = redis.call('HMGET', key, 'type', 'payload', 'retries', 'timeout',
-        'enqueued_at', 'failures', 'lost')
-      if not f[1] then
+      -- pcall: a key of another type (not a job record) must not abort the whole batch
+      local f = redis.pcall('HMGET', key, 'type', 'payload', 'retries', 'timeout',
+        'enqueued_at', 'failures', 'lost', 'attempts')
+      local bad, orphan = nil, false
+      if f.err then
+        orphan = true  -- a key of another type: not a job record
+      elseif not f[1] then
+        if redis.call('EXISTS', key) == 0 then orphan = true else bad = 'the record has no type' end
+      else
+        for n, name in pairs({[3] = 'retries', [6] = 'failures', [7] = 'lost',
+                              [8] = 'attempts'}) do
+          if not int_field(f[n]) then bad = 'its ' .. name .. ' is not an integer' end
+        end
+      end
+      if orphan then
         redis.call('HINCRBY', KEYS[6], 'orphans', 1)
+      elseif bad then
+        redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'token', '',
+          'error', 'invalid job: malformed record: ' .. bad)
+        redis.call('ZADD', KEYS[5], now, id)
+        if failed_ttl > 0 then redis.call('PEXPIRE', key, failed_ttl) end
+        redis.call('HINCRBY', KEYS[6], 'failed', 1)
+        if f[1] then redis.call('HINCRBY', KEYS[6], 'failed|' .. f[1], 1) end
+        recovered[#recovered + 1] = id
+        recovered[#recovered + 1] = 'invalid'
+        recovered[#recovered + 1] = f[1] or ''
       else
         local token = redis.call('INCR', KEYS[8])
         local attempts = redis.call('HINCRBY', key, 'attempts', 1)
@@ -115,16 +151,16 @@ if count > 0 then
           'started_at', now)
         redis.call('ZADD', KEYS[4], deadline, id)
         leased[#leased + 1] = {id, tostring(token)}
-        out[#out + 1] = id
-        out[#out + 1] = token
-        out[#out + 1] = f[1]
-        out[#out + 1] = f[2] or ''
-        out[#out + 1] = attempts
-        out[#out + 1] = f[3] or '0'
-        out[#out + 1] = f[4] or '0'
-        out[#out + 1] = f[5] or '0'
-        out[#out + 1] = f[6] or '0'
-        out[#out + 1] = f[7] or '0'
+        jobs[#jobs + 1] = id
+        jobs[#jobs + 1] = token
+        jobs[#jobs + 1] = f[1]
+        jobs[#jobs + 1] = f[2] or ''
+        jobs[#jobs + 1] = attempts
+        jobs[#jobs + 1] = f[3] or '0'
+        jobs[#jobs + 1] = f[4] or '0'
+        jobs[#jobs + 1] = f[5] or '0'
+        jobs[#jobs + 1] = f[6] or '0'
+        jobs[#jobs + 1] = f[7] or '0'
       end
     end
   end
@@ -134,6 +170,10 @@ if #leased > 0 and req ~= '' and KEYS[10] then
   redis.call('HSET', KEYS[10], 'req', req, 'jobs', cjson.encode(leased))
   redis.call('PEXPIRE', KEYS[10], lease)
 end
+
+local out = {now, -1, #recovered / 3}
+for _, v in ipairs(recovered) do out[#out + 1] = v end
+for _, v in ipairs(jobs) do out[#out + 1] = v end
 
 -- Work left behind: wake another idle worker (each token wakes one BLPOP).
 if redis.call('LLEN', KEYS[1]) > 0 and redis.call('LLEN', KEYS[7]) < notify_cap then
