@@ -1,12 +1,13 @@
 """Entry point of the peer scripts, run with the peers' virtualenv's python::
 
-    python peers/run.py PEER enqueue --n N --mode single|bulk   (prints the timing)
-    python peers/run.py PEER argv --processes P                 (prints the worker commands)
+    python peers/run.py PEER enqueue --n N --mode single|bulk|fill   (prints the timing)
+    python peers/run.py PEER argv --processes P                      (prints the worker commands)
 
 ``BENCH_REDIS_URL`` names the peer's db on the bench redis-server. Each ``peers/<peer>.py``
 defines its no-op task, ``enqueue(n, mode) -> seconds`` (``BULK`` says whether a bulk API
-exists) and ``worker_argv(processes) -> list of commands``: one command for a worker with
-that many processes, or several single-process workers when that is how the peer scales.
+exists; ``fill`` is an untimed quick fill) and ``worker_argv(processes) -> list of commands``:
+one command for a worker with that many processes, or several single-process workers when that
+is how the peer scales.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("peer")
     parser.add_argument("phase", choices=["enqueue", "argv", "info"])
     parser.add_argument("--n", type=int, default=20_000)
-    parser.add_argument("--mode", choices=["single", "bulk"], default="single")
+    parser.add_argument("--mode", choices=["single", "bulk", "fill"], default="single")
     parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args()
     module = importlib.import_module(f"{args.peer}_peer")
