@@ -139,7 +139,8 @@ def run_script(argv: list[str], env: dict[str, str], timeout: float) -> dict[str
         argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     if proc.returncode != 0:
-        raise NotRun(f"{Path(argv[1]).name} exited {proc.returncode}: {proc.stderr[-600:]}")
+        last = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or [""]
+        raise NotRun(f"{Path(argv[1]).name} exited {proc.returncode}: {last[0].strip()}")
     return parse_result(proc.stdout)
 
 
@@ -474,7 +475,7 @@ def wrk(url: str, body: str, seconds: float, workdir: Path) -> tuple[float, int,
         raise NotRun("wrk is not installed (apt-get install wrk)")
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT.format(body=body))
-    argv = [exe, "-t1", "-c50", f"-d{seconds:g}s", "-s", str(script), url]
+    argv = [exe, "-t1", "-c50", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(script), url]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     out = proc.stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -625,7 +626,7 @@ def commands_in(server: BenchRedis, seconds: float) -> float:
     _, cmds0, info0 = redis_counters(server)
     time.sleep(seconds)
     _, cmds1, info1 = redis_counters(server)
-    return max(0, (cmds1 - cmds0) - (info1 - info0) - 1)
+    return max(0, (cmds1 - cmds0) - (info1 - info0))
 
 
 # -- report --------------------------------------------------------------------------------
