@@ -405,27 +405,31 @@ def measure_wq(server: BenchRedis, cfg: Config, res: Results, run: int) -> None:
         ("many", 2, True, "drain_log_off_2p"),
     ]
     for mode, procs, log_off, metric in plan:
-        if f"wq {metric}" in res.not_run:
-            continue
-        with attempt(res, f"wq {metric}"):
-            wq_drain_step(server, cfg, res, run, n, mode, procs, log_off, metric)
+        attempt(
+            res,
+            f"wq {metric}",
+            lambda m=mode, p=procs, lo=log_off, me=metric: wq_drain_step(
+                server, cfg, res, run, n, m, p, lo, me
+            ),
+        )
     server.flushall()
-    with attempt(res, "wq gather"):
-        res.add("wq", "gather", wq_enqueue(server, cfg, 10_000, "gather"), run)
-    with attempt(res, "wq http"):
-        measure_wq_http(server, cfg, res, run)
-    with attempt(res, "wq pickup"):
-        measure_wq_pickup(server, cfg, res, run)
+    attempt(
+        res,
+        "wq gather",
+        lambda: res.add("wq", "gather", wq_enqueue(server, cfg, 10_000, "gather"), run),
+    )
+    attempt(res, "wq http", lambda: measure_wq_http(server, cfg, res, run))
+    attempt(res, "wq pickup", lambda: measure_wq_pickup(server, cfg, res, run))
     server.flushall()
 
 
-@contextlib.contextmanager
-def attempt(res: Results, what: str) -> Iterator[None]:
-    """Record a failed WorkQueue measurement as 'not run' and go on with the others."""
+def attempt(res: Results, what: str, measure: Callable[[], object]) -> None:
+    """Make one WorkQueue measurement; a failure is recorded as 'not run' (and not retried
+    in later runs) while the other measurements go on."""
     if what in res.not_run:
         return
     try:
-        yield
+        measure()
     except (NotRun, subprocess.SubprocessError, TimeoutError, OSError) as exc:
         reason = " ".join(str(exc).split())[-300:] or repr(exc)
         log(f"  {what}: not run: {reason}")
@@ -860,16 +864,18 @@ def main(argv: list[str] | None = None) -> int:
                         measure_floor(server, cfg, res, run)
                     else:
                         measure_peer(system, server, cfg, res, run)
-                except (NotRun, subprocess.SubprocessError, TimeoutError, OSError) as exc:
+                except Exception as exc:  # one system's failure must not cost the others
                     reason = str(exc).strip().splitlines()[0][:300] if str(exc) else repr(exc)
+                    if not isinstance(exc, NotRun | subprocess.SubprocessError | OSError):
+                        reason = f"{type(exc).__name__}: {reason}"
                     log(f"  {system}: not run: {reason}")
                     res.not_run[system] = reason
         if "wq" in systems and "wq" not in res.not_run:
             log("idle worker and idle producer")
             try:
                 measure_idle(server, cfg, res)
-            except (NotRun, TimeoutError, OSError) as exc:
-                res.not_run["wq idle"] = str(exc)[:300]
+            except Exception as exc:
+                res.not_run["wq idle"] = f"{type(exc).__name__}: {exc}"[:300]
     meta = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
