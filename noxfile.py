@@ -1,6 +1,11 @@
-"""Automation: ``nox -s tests lint typecheck`` (and ``bench`` once the harness lands)."""
+"""Automation: ``nox -s tests lint typecheck``; ``nox -s bench`` runs the benchmark (issue 6)."""
 
 from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
 
 import nox
 
@@ -61,3 +66,34 @@ def soak(session: nox.Session) -> None:
     """
     session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
     session.run("pytest", "-m", "soak", "-s", "tests/faults", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The benchmark of benchmarks/harness.py: WorkQueue, the raw-Redis floor and the peers.
+
+    Installs the product from this checkout (``.[speed]``) and the bench plugin here, the
+    pinned peers of benchmarks/requirements-peers.txt in their own virtualenv
+    (.nox/bench-peers, rebuilt when that file changes) and ``wrk`` (Debian package) if it is
+    missing, then runs the harness. Posargs go to the harness: ``--quick`` (smoke test),
+    ``--only wq,floor,dramatiq``, ``--runs 5``, ``--n 50000``, ``--no-write``.
+    """
+    session.install("-e", ".[speed]", "-e", "benchmarks/wq_bench_plugin")
+    if shutil.which("wrk") is None:
+        apt = ["apt-get"] if os.geteuid() == 0 else ["sudo", "apt-get"]
+        session.run(*apt, "install", "-y", "-q", "wrk", external=True, success_codes=[0, 100])
+        if shutil.which("wrk") is None:
+            session.run(*apt, "update", "-q", external=True)
+            session.run(*apt, "install", "-y", "-q", "wrk", external=True)
+    requirements = Path("benchmarks/requirements-peers.txt")
+    peers = Path(".nox/bench-peers")
+    stamp = peers / "requirements.sha256"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text().strip() != digest:
+        shutil.rmtree(peers, ignore_errors=True)
+        session.run("python", "-m", "venv", str(peers))
+        pip = str(peers / "bin" / "pip")
+        session.run(pip, "install", "-q", "-r", str(requirements), external=True)
+        stamp.write_text(digest + "\n")
+    peers_python = str((peers / "bin" / "python").absolute())
+    session.run("python", "benchmarks/harness.py", "--peers-python", peers_python, *session.posargs)
