@@ -267,6 +267,19 @@ class Broker:
         reply = await blocking.blpop(keys, timeout=max(0.01, round(timeout_s, 3)))
         return reply is not None
 
+    async def heartbeat(self, worker_id: str, advert: bytes, ttl_s: int) -> None:
+        """Advertise a live worker for ``ttl_s`` and forget workers silent for longer.
+
+        The registry is stamped with Redis ``TIME`` (one script on the registry key) so
+        workers whose clocks disagree never evict each other; the advert expires by itself.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.globals.worker(worker_id), advert, ex=ttl_s)
+            await self.scripts.heartbeat(
+                keys=[self.globals.workers], args=[worker_id, ttl_s * 1000], client=pipe
+            )
+            await pipe.execute()
+
     # -- reading and operating --------------------------------------------------------------
 
     async def known_queues(self) -> list[str]:

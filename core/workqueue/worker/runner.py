@@ -507,17 +507,10 @@ class Worker:
         )
 
     async def _heartbeat(self) -> None:
-        keys = self.broker.globals
         ttl = max(2, int(self.settings.heartbeat_seconds * 3))
         while True:
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(keys.worker(self.settings.worker_id), self._advert(), ex=ttl)
-                    now_ms = int(time.time() * 1000)
-                    pipe.zadd(keys.workers, {self.settings.worker_id: now_ms})
-                    # Forget workers that stopped beating (crashed without unregistering).
-                    pipe.zremrangebyscore(keys.workers, "-inf", now_ms - ttl * 1000)
-                    await pipe.execute()
+                await self.broker.heartbeat(self.settings.worker_id, self._advert(), ttl)
             except (RedisError, OSError) as exc:
                 logger.debug("heartbeat failed ({})", sanitize(exc, 200))
             await asyncio.sleep(self.settings.heartbeat_seconds)
