@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from workqueue import clock
 from workqueue.broker.broker import BrokerConfig
 from workqueue.cli.options import broker_options, log_options, redis_url_option
 from workqueue.errors import ConfigurationError, PluginError
@@ -115,6 +116,7 @@ def worker_command(
         sys.exit(supervise(processes, args, metrics_port))
     worker_id = new_worker_id()
     try:
+        clock.skew()  # a malformed WORKQUEUE_CLOCK_SKEW_SECONDS is a usage error
         settings = WorkerSettings(
             redis_url=redis_url,
             queues=queue_names or ("default",),

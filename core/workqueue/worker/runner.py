@@ -26,6 +26,7 @@ from loguru import logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from workqueue import clock
 from workqueue.broker.broker import Broker, FinishOp
 from workqueue.broker.connection import create_redis
 from workqueue.errors import ConfigurationError, InvalidJobError, PluginError
@@ -60,7 +61,9 @@ class _AttemptTimedOut(Exception):
 class WorkerStats:
     """This process's own figures."""
 
-    started_at: float = field(default_factory=time.time)
+    started_at: float = field(default_factory=clock.now)
+    #: monotonic start, for the uptime (immune to wall-clock steps)
+    started_monotonic: float = field(default_factory=time.monotonic)
     reserved: int = 0
     succeeded: int = 0
     failed_attempts: int = 0
@@ -272,7 +275,7 @@ class Worker:
                 lease_ms=self.settings.lease_ms,
                 worker_id=self.settings.worker_id,
             )
-            self.stats.last_fetch_at = time.time()
+            self.stats.last_fetch_at = clock.now()
             for rec in result.recovered:
                 self.stats.recovered += 1
                 log = logger.bind(job_id=rec.job_id, type=rec.type, queue=rec.queue)
