@@ -277,10 +277,16 @@ class Worker:
             )
             self.stats.last_fetch_at = clock.now()
             for rec in result.recovered:
-                self.stats.recovered += 1
+                self.stats.recovered += rec.outcome in ("requeued", "failed")
                 log = logger.bind(job_id=rec.job_id, type=rec.type, queue=rec.queue)
                 if rec.outcome == "failed":
                     log.error("failed for good: lease lost too many times (worker died each time)")
+                elif rec.outcome == "orphan":
+                    log.warning("dropped an index entry whose job record is missing (orphan)")
+                elif rec.outcome == "stray":
+                    log.warning(
+                        "dropped an index entry that disagrees with its job's state (stray)"
+                    )
                 else:
                     log.warning("recovered after a lost lease: requeued")
             for job in result.jobs:

@@ -3,10 +3,14 @@
 -- 2. due scheduled and retrying jobs are promoted to queued;
 -- 3. up to N queued jobs become active with a lease (deadline on Redis's clock) and a new
 --    fencing token.
+-- Each step acts on an index entry only when the job's record is in that index's state;
+-- entries without a record (orphans) or with a record in another state (strays) are dropped
+-- and reported with outcome 'orphan' or 'stray' (counters 'orphans', 'strays').
 -- KEYS: 1 queued, 2 scheduled, 3 retry, 4 active, 5 failed, 6 stats, 7 notify, 8 token
 -- ARGV: 1 job key prefix, 2 count, 3 lease ms, 4 worker id, 5 max lost leases,
 --       6 failed retention ms, 7 notify cap
 -- Returns: {now_ms, next_wake_ms (-1 none), n_recovered, [id, outcome, type] * n_recovered,
+--           (outcome: requeued | failed | orphan | stray; type '' for the last two)
 --           [id, token, type, payload, attempts, retries, timeout, enqueued_at, failures, lost]*}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -15,13 +19,25 @@ local worker, max_lost, failed_ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6
 local notify_cap = tonumber(ARGV[7])
 
 local recovered = {}
+-- An index entry that disagrees with its record (no record: an orphan; a record in another
+-- state: a stray, e.g. a second entry for one job) is dropped and reported, never acted on.
+local function drop(id, outcome)
+  redis.call('HINCRBY', KEYS[6], outcome .. 's', 1)
+  recovered[#recovered + 1] = id
+  recovered[#recovered + 1] = outcome
+  recovered[#recovered + 1] = ''
+end
+
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[4], id)
   local key = jobp .. id
-  local typ = redis.call('HGET', key, 'type')
+  local f = redis.call('HMGET', key, 'type', 'status')
+  local typ = f[1]
   if not typ then
-    redis.call('HINCRBY', KEYS[6], 'orphans', 1)
+    drop(id, 'orphan')
+  elseif f[2] ~= 'active' then
+    drop(id, 'stray')
   else
     local lost = redis.call('HINCRBY', key, 'lost', 1)
     redis.call('HINCRBY', KEYS[6], 'lost_leases', 1)
@@ -45,22 +61,24 @@ for _, id in ipairs(expired) do
   end
 end
 
+local waiting_status = {[2] = 'scheduled', [3] = 'retrying'}
 for z = 2, 3 do
   local due = redis.call('ZRANGEBYSCORE', KEYS[z], '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
     redis.call('ZREM', KEYS[z], id)
-    if redis.call('EXISTS', jobp .. id) == 1 then
+    local st = redis.call('HGET', jobp .. id, 'status')
+    if not st then
+      drop(id, 'orphan')
+    elseif st ~= waiting_status[z] then
+      drop(id, 'stray')
+    else
       redis.call('HSET', jobp .. id, 'status', 'queued')
       redis.call('RPUSH', KEYS[1], id)
-    else
-      redis.call('HINCRBY', KEYS[6], 'orphans', 1)
     end
   end
 end
 
-local out = {now, -1, #recovered / 3}
-for _, v in ipairs(recovered) do out[#out + 1] = v end
-
+local leased = {}
 if count > 0 then
   local ids = redis.call('LPOP', KEYS[1], count)
   if ids then
@@ -68,29 +86,35 @@ if count > 0 then
     for _, id in ipairs(ids) do
       local key = jobp .. id
       local f = redis.call('HMGET', key, 'type', 'payload', 'retries', 'timeout',
-        'enqueued_at', 'failures', 'lost')
+        'enqueued_at', 'failures', 'lost', 'status')
       if not f[1] then
-        redis.call('HINCRBY', KEYS[6], 'orphans', 1)
+        drop(id, 'orphan')
+      elseif f[8] ~= 'queued' then
+        drop(id, 'stray')
       else
         local token = redis.call('INCR', KEYS[8])
         local attempts = redis.call('HINCRBY', key, 'attempts', 1)
         redis.call('HSET', key, 'status', 'active', 'token', token, 'worker', worker,
           'started_at', now)
         redis.call('ZADD', KEYS[4], deadline, id)
-        out[#out + 1] = id
-        out[#out + 1] = token
-        out[#out + 1] = f[1]
-        out[#out + 1] = f[2] or ''
-        out[#out + 1] = attempts
-        out[#out + 1] = f[3] or '0'
-        out[#out + 1] = f[4] or '0'
-        out[#out + 1] = f[5] or '0'
-        out[#out + 1] = f[6] or '0'
-        out[#out + 1] = f[7] or '0'
+        leased[#leased + 1] = id
+        leased[#leased + 1] = token
+        leased[#leased + 1] = f[1]
+        leased[#leased + 1] = f[2] or ''
+        leased[#leased + 1] = attempts
+        leased[#leased + 1] = f[3] or '0'
+        leased[#leased + 1] = f[4] or '0'
+        leased[#leased + 1] = f[5] or '0'
+        leased[#leased + 1] = f[6] or '0'
+        leased[#leased + 1] = f[7] or '0'
       end
     end
   end
 end
+
+local out = {now, -1, #recovered / 3}
+for _, v in ipairs(recovered) do out[#out + 1] = v end
+for _, v in ipairs(leased) do out[#out + 1] = v end
 
 -- Work left behind: wake another idle worker (each token wakes one BLPOP).
 if redis.call('LLEN', KEYS[1]) > 0 and redis.call('LLEN', KEYS[7]) < notify_cap then
