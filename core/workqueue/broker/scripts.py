@@ -17,6 +17,7 @@ SCRIPT_NAMES = (
     "requeue_failed",
     "purge",
     "heartbeat",
+    "audit",
 )
 
 
@@ -35,3 +36,4 @@ class Scripts:
         self.requeue_failed: AsyncScript = redis.register_script(_source("requeue_failed"))
         self.purge: AsyncScript = redis.register_script(_source("purge"))
         self.heartbeat: AsyncScript = redis.register_script(_source("heartbeat"))
+        self.audit: AsyncScript = redis.register_script(_source("audit"))

@@ -159,6 +159,8 @@ class Worker:
             asyncio.create_task(self._renewer(), name="wq-renewer"),
             asyncio.create_task(self._heartbeat(), name="wq-heartbeat"),
         ]
+        if self.settings.audit_seconds > 0:
+            helpers.append(asyncio.create_task(self._auditor(), name="wq-auditor"))
         try:
             await self._fetch_loop()
             await self._drain()
@@ -523,6 +525,24 @@ class Worker:
             except (RedisError, OSError) as exc:
                 logger.debug("heartbeat failed ({})", sanitize(exc, 200))
             await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    async def _auditor(self) -> None:
+        """The consistency sweep: one SCAN step per queue every ``audit_seconds``; a record
+        outside the index of its status is put back (see audit.lua) with a warning."""
+        cursors = dict.fromkeys(self.settings.queues, 0)
+        while True:
+            await asyncio.sleep(self.settings.audit_seconds)
+            for queue, cursor in cursors.items():
+                try:
+                    cursors[queue], repaired = await self.broker.audit(queue, cursor)
+                except (RedisError, OSError) as exc:
+                    logger.debug("consistency sweep failed ({})", sanitize(exc, 200))
+                    continue
+                for job_id, status in repaired:
+                    logger.bind(job_id=job_id, queue=queue).warning(
+                        "repaired: a {} job was in no index; put back (consistency sweep)",
+                        status,
+                    )
 
     async def _unregister(self) -> None:
         keys = self.broker.globals
