@@ -4,7 +4,7 @@ Rules: enqueue (now, delayed, at a time, idempotent, same id again), reserve (sh
 leases), ack, fail (retry now / soon / much later, permanent), renew, crash (the holder of a
 job vanishes: its token is forgotten), wait (real time passes), recover (every short lease
 has expired: a reserve recovers them), release (graceful stop), requeue of failed jobs, and
-late operations with old tokens.
+late operations with old tokens, and the consistency sweep (which must repair nothing).
 
 Leases expire honestly: a short lease is 40 ms of Redis time and the machine sleeps for real.
 Every deadline the broker sets comes from Redis ``TIME``; the model knows each one exactly
@@ -142,6 +142,7 @@ class BrokerModel(RuleBasedStateMachine):
         self.last_token = 0
         self.last_finished = (0, 0)
         self.steps = 0
+        self.audit_cursor = 0
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -415,6 +416,12 @@ class BrokerModel(RuleBasedStateMachine):
             job = self.jobs[job_id]
             job.status, job.failures, job.lost, job.token = "queued", 0, 0, ""
 
+    @rule()
+    def audit(self) -> None:
+        """A step of the consistency sweep finds nothing to repair in a consistent state."""
+        self.audit_cursor, repaired = self.run(self.broker.audit(Q, self.audit_cursor))
+        assert repaired == [], f"the sweep 'repaired' consistent jobs: {repaired}"
+
     def _stale(self) -> list[tuple[str, str]]:
         return [
             (i, t)
@@ -522,7 +529,7 @@ class BrokerModel(RuleBasedStateMachine):
 
 
 def _settings(soak: bool) -> settings:
-    examples = EXAMPLES or (400 if soak else 50)
+    examples = EXAMPLES or (400 if soak else 40)
     return settings(
         max_examples=examples,
         stateful_step_count=100 if soak else 50,
