@@ -174,9 +174,16 @@ class BrokerModel(RuleBasedStateMachine):
 
     # -- rules -----------------------------------------------------------------------------
 
-    @initialize(count=st.integers(1, 6), delay=st.sampled_from(ENQUEUE_DELAYS))
-    def some_jobs(self, count: int, delay: int) -> None:
+    @initialize(
+        count=st.integers(1, 6),
+        delay=st.sampled_from(ENQUEUE_DELAYS),
+        take=st.integers(0, 3),
+        short=st.booleans(),
+    )
+    def some_jobs(self, count: int, delay: int, take: int, short: bool) -> None:
+        """Start with a few jobs, some of them already held."""
         self.enqueue([("alpha", n % 3, delay, "none", "none", False, 0) for n in range(count)])
+        self._reserve(take, SHORT_LEASE_MS if short else LONG_LEASE_MS)
 
     @rule(
         specs=st.lists(
