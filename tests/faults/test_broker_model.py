@@ -18,7 +18,8 @@ After every step, from Redis alone (SCAN of the run's key prefix, never FLUSH):
 - an in-flight job has exactly one lease entry, deadline inside the model's interval, and the
   record's fencing token is the one the model handed out;
 - attempts, failures and lost-lease counts of each record are the model's;
-- the queue's counters equal the model's; done and failed counters never decrease;
+- the queue's counters equal the model's; done and failed counters never decrease; the
+  figures of ``/metrics`` (``system_figures``) are the model's (a rule checks them);
 - no key without a TTL unless it is an index or an unfinished job in an index; finished
   records and idempotency keys expire; there are no other keys;
 - an operation with a token that no longer holds is refused (stale or duplicate) and changes
@@ -50,6 +51,7 @@ from workqueue.broker import Broker, BrokerConfig, FinishOp
 from workqueue.broker.broker import NOTIFY_CAP
 from workqueue.broker.connection import create_redis
 from workqueue.job import NewJob
+from workqueue.worker.metrics import system_figures
 
 REDIS_URL = os.environ.get("WORKQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 Q = "model"
@@ -429,6 +431,30 @@ class BrokerModel(RuleBasedStateMachine):
         self.audit_cursor, repaired = self.run(self.broker.audit(Q, self.audit_cursor))
         assert repaired == [], f"the sweep 'repaired' consistent jobs: {repaired}"
 
+    @rule()
+    def metrics(self) -> None:
+        """The figures ``/metrics`` and ``workqueue stats`` show are the model's."""
+        figures = self.run(system_figures(self.broker))
+        c = self.counters
+        expected = {
+            "total_jobs_in_queue": len(self._of("queued")),
+            "jobs_done": c["done"],
+            "jobs_failed": c["failed"],
+            "running": len(self._of("active")),
+            "scheduled": len(self._of("scheduled")),
+            "retrying": len(self._of("retrying")),
+            "failed_attempts": c["failed_attempts"],
+            "retried": c["retried"],
+            "lost_leases": c["lost_leases"],
+            "enqueued": c["enqueued"],
+        }
+        shown = {name: figures[name] for name in expected}
+        assert shown == expected, (shown, expected)
+        for typ in TYPES:
+            row = figures["types"].get(typ, {})
+            for name in ("done", "failed", "failed_attempts"):
+                assert row.get(name, 0) == c[f"{name}|{typ}"], (typ, row, c)
+
     def _stale(self) -> list[tuple[str, str]]:
         return [
             (i, t)
@@ -536,7 +562,7 @@ class BrokerModel(RuleBasedStateMachine):
 
 
 def _settings(soak: bool) -> settings:
-    examples = EXAMPLES or (400 if soak else 40)
+    examples = EXAMPLES or (400 if soak else 30)
     return settings(
         max_examples=examples,
         stateful_step_count=100 if soak else 50,
