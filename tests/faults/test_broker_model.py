@@ -4,7 +4,9 @@ Rules: enqueue (now, delayed, at a time, idempotent, same id again), reserve (sh
 leases), ack, fail (retry now / soon / much later, permanent), renew, crash (the holder of a
 job vanishes: its token is forgotten), wait (real time passes), recover (every short lease
 has expired: a reserve recovers them), release (graceful stop), requeue of failed jobs, and
-late operations with old tokens, and the consistency sweep (which must repair nothing).
+late operations with old tokens, and the consistency sweep (which must repair nothing). A
+second machine runs on a private redis-server and adds a rule that SIGKILLs and restarts it
+(append-only file, ``appendfsync always``).
 
 Leases expire honestly: a short lease is 40 ms of Redis time and the machine sleeps for real.
 Every deadline the broker sets comes from Redis ``TIME``; the model knows each one exactly
@@ -33,6 +35,7 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +49,7 @@ from hypothesis.stateful import (
     rule,
 )
 from redis.asyncio import Redis
+from redis_server import RedisServer
 
 from workqueue.broker import Broker, BrokerConfig, FinishOp
 from workqueue.broker.broker import NOTIFY_CAP
@@ -129,11 +133,14 @@ async def _redis_ms(redis: Redis) -> int:
 class BrokerModel(RuleBasedStateMachine):
     """The broker against a model; one key prefix per example, deleted at teardown."""
 
+    def url(self) -> str:
+        return REDIS_URL
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.prefix = f"wqtest-model-{uuid.uuid4().hex[:10]}"
-        self.redis = create_redis(REDIS_URL)
+        self.redis = create_redis(self.url())
         self.broker = Broker(self.redis, BrokerConfig(prefix=self.prefix, max_lost_leases=MAX_LOST))
         self.keys = self.broker.keys(Q)
         self.jobs: dict[str, MJob] = {}
@@ -561,11 +568,34 @@ class BrokerModel(RuleBasedStateMachine):
         assert length <= NOTIFY_CAP
 
 
-def _settings(soak: bool) -> settings:
-    examples = EXAMPLES or (400 if soak else 30)
+#: the private redis-server of the machine with restarts (set by its fixture)
+_PRIVATE: list[RedisServer] = []
+
+
+class BrokerModelRestarts(BrokerModel):
+    """The machine on a private redis-server (``appendfsync always``) that a rule SIGKILLs and
+    restarts: every accepted change was on disk before its reply, so the model still holds."""
+
+    def url(self) -> str:
+        return _PRIVATE[0].url
+
+    @rule()
+    def restart_redis(self) -> None:
+        _PRIVATE[0].restart()  # SIGKILL, start on the same AOF, wait until it is loaded
+        event("redis killed and restarted")
+
+
+@pytest.fixture
+def _private_for_restarts(private_redis: RedisServer) -> Iterator[None]:
+    _PRIVATE.append(private_redis)
+    yield
+    _PRIVATE.clear()
+
+
+def _settings(soak: bool, examples: int = 30, steps: int = 50) -> settings:
     return settings(
-        max_examples=examples,
-        stateful_step_count=100 if soak else 50,
+        max_examples=EXAMPLES or (400 if soak else examples),
+        stateful_step_count=100 if soak else steps,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         # Shrinking replays with real sleeps and takes minutes; the unshrunk steps are shown.
@@ -591,3 +621,20 @@ class BrokerModelSoak(BrokerModel):
 
 TestBrokerModelSoak = pytest.mark.timeout(3600)(pytest.mark.soak(BrokerModelSoak.TestCase))
 TestBrokerModelSoak.settings = _settings(soak=True)
+
+TestBrokerModelRestarts = pytest.mark.usefixtures("_private_for_restarts")(
+    BrokerModelRestarts.TestCase
+)
+TestBrokerModelRestarts.settings = _settings(soak=False, examples=15, steps=40)
+
+
+class BrokerModelRestartsSoak(BrokerModelRestarts):
+    """The machine with restarts, more and longer runs."""
+
+
+TestBrokerModelRestartsSoak = pytest.mark.timeout(3600)(
+    pytest.mark.soak(
+        pytest.mark.usefixtures("_private_for_restarts")(BrokerModelRestartsSoak.TestCase)
+    )
+)
+TestBrokerModelRestartsSoak.settings = _settings(soak=True)
