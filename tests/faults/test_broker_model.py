@@ -592,7 +592,7 @@ def _private_for_restarts(private_redis: RedisServer) -> Iterator[None]:
     _PRIVATE.clear()
 
 
-def _settings(soak: bool, examples: int = 30, steps: int = 50) -> settings:
+def _settings(soak: bool, examples: int = 25, steps: int = 50) -> settings:
     return settings(
         max_examples=EXAMPLES or (400 if soak else examples),
         stateful_step_count=100 if soak else steps,
