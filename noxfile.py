@@ -51,3 +51,13 @@ def schemathesis(session: nox.Session) -> None:
     """
     session.install("-e", ".", "-e", "tests/plugin_packages/wq-testplugin-good", "schemathesis")
     session.run("python", "tests/schemathesis_run.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def soak(session: nox.Session) -> None:
+    """Long load tests (a million jobs; memory must come back): ``pytest -m soak tests/faults``.
+
+    Not in the default sessions; takes tens of minutes. ``WQ_SOAK_JOBS`` shrinks the run.
+    """
+    session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
+    session.run("pytest", "-m", "soak", "-s", "tests/faults", *session.posargs)

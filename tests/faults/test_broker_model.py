@@ -604,13 +604,6 @@ def _settings(soak: bool, examples: int = 25, steps: int = 50) -> settings:
     )
 
 
-@pytest.fixture(autouse=True)
-def _soak_only_when_asked(request: pytest.FixtureRequest) -> None:
-    """Soak-marked tests run only when selected with ``-m soak`` (e.g. by ``nox -s soak``)."""
-    if request.node.get_closest_marker("soak") and "soak" not in request.config.option.markexpr:
-        pytest.skip("soak test: run with -m soak")
-
-
 TestBrokerModel = BrokerModel.TestCase
 TestBrokerModel.settings = _settings(soak=False)
 
