@@ -13,11 +13,12 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
+from workqueue import clock
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
 from workqueue.errors import IdempotencyConflict, TaskValidationError, UnknownJobTypeError
@@ -287,7 +288,7 @@ class Client:
         ):
             if duplicate and job.idempotency_key and fingerprint != job.fingerprint:
                 raise IdempotencyConflict(job_id)
-            enqueued_at = ms_to_datetime(now_ms) or datetime.now(UTC)
+            enqueued_at = ms_to_datetime(now_ms) or clock.now_datetime()
             if duplicate:
                 info = await self.broker.get_job(job_id, job.queue)
                 enqueued_at = info.enqueued_at or enqueued_at

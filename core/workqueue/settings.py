@@ -33,6 +33,9 @@ class WorkerSettings:
     #: longest blocking wait when idle; bounds how stale housekeeping can get
     idle_wait_seconds: float = 5.0
     heartbeat_seconds: float = 5.0
+    #: pause between steps of the consistency sweep (each step checks up to 1000 keys of a
+    #: queue's records against the indexes; 0 = no sweep)
+    audit_seconds: float = 5.0
     max_payload_bytes: int = 1024 * 1024
     max_result_bytes: int = 1024 * 1024
     #: port of the /metrics server (None = no server)
@@ -53,6 +56,8 @@ class WorkerSettings:
             raise ConfigurationError("concurrency must be at least 1")
         if self.lease_seconds < 0.5:
             raise ConfigurationError("lease seconds must be at least 0.5")
+        if self.audit_seconds < 0:
+            raise ConfigurationError("audit seconds must not be negative")
         if self.grace_seconds < 0:
             raise ConfigurationError("grace seconds must not be negative")
 

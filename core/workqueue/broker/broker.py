@@ -290,6 +290,37 @@ class Broker:
         reply = await blocking.blpop(keys, timeout=max(0.01, round(timeout_s, 3)))
         return reply is not None
 
+    async def audit(
+        self, queue: str, cursor: int, *, count: int = 1000, max_list: int = 10_000
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """One step of the consistency sweep: SCAN up to ``count`` keys from ``cursor`` for
+        this queue's job records and repair the ones outside their status's index.
+
+        Returns the next cursor (0: the pass is complete) and the ``(id, status)`` repaired.
+        """
+        k = self.keys(queue)
+        cursor, names = await self.redis.scan(cursor, match=k.job_prefix + "*", count=count)
+        ids = [_s(n)[len(k.job_prefix) :] for n in names]
+        repaired: list[tuple[str, str]] = []
+        if ids:
+            keys = [k.queued, k.scheduled, k.retry, k.active, k.stats, k.notify]
+            raw = await self.scripts.audit(keys=keys, args=[k.job_prefix, max_list, *ids])
+            repaired = [(_s(raw[i]), _s(raw[i + 1])) for i in range(0, len(raw), 2)]
+        return int(cursor), repaired
+
+    async def heartbeat(self, worker_id: str, advert: bytes, ttl_s: int) -> None:
+        """Advertise a live worker for ``ttl_s`` and forget workers silent for longer.
+
+        The registry is stamped with Redis ``TIME`` (one script on the registry key) so
+        workers whose clocks disagree never evict each other; the advert expires by itself.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.globals.worker(worker_id), advert, ex=ttl_s)
+            await self.scripts.heartbeat(
+                keys=[self.globals.workers], args=[worker_id, ttl_s * 1000], client=pipe
+            )
+            await pipe.execute()
+
     # -- reading and operating --------------------------------------------------------------
 
     async def known_queues(self) -> list[str]:

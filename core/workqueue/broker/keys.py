@@ -2,7 +2,8 @@
 
 Every key of one queue carries the hash tag ``{queue}``, so each Lua script touches a single
 slot and the same code runs on Redis Cluster. Global keys (the queue and worker registries) are
-only ever written outside job scripts, with idempotent commands.
+only ever written outside job scripts, with idempotent commands (the worker registry by the
+one-key ``heartbeat`` script, which stamps it with Redis ``TIME``).
 
 ``<p>`` is the key prefix (default ``wq``), ``<q>`` the queue name::
 
@@ -18,7 +19,7 @@ only ever written outside job scripts, with idempotent commands.
     <p>:{<q>}:job:<id>    HASH   the job record
     <p>:{<q>}:idem:<key>  STRING idempotency key -> job id (expires)
     <p>:queues            SET    names of the queues ever used
-    <p>:workers           ZSET   worker id -> last heartbeat (ms)
+    <p>:workers           ZSET   worker id -> last heartbeat (ms, Redis clock)
     <p>:worker:<id>       STRING JSON description of a live worker (expires)
 """
 

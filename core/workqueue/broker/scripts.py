@@ -9,7 +9,16 @@ from redis.commands.core import AsyncScript
 
 __all__ = ["SCRIPT_NAMES", "Scripts"]
 
-SCRIPT_NAMES = ("enqueue", "reserve", "finish", "renew", "requeue_failed", "purge")
+SCRIPT_NAMES = (
+    "enqueue",
+    "reserve",
+    "finish",
+    "renew",
+    "requeue_failed",
+    "purge",
+    "heartbeat",
+    "audit",
+)
 
 
 def _source(name: str) -> str:
@@ -26,3 +35,5 @@ class Scripts:
         self.renew: AsyncScript = redis.register_script(_source("renew"))
         self.requeue_failed: AsyncScript = redis.register_script(_source("requeue_failed"))
         self.purge: AsyncScript = redis.register_script(_source("purge"))
+        self.heartbeat: AsyncScript = redis.register_script(_source("heartbeat"))
+        self.audit: AsyncScript = redis.register_script(_source("audit"))

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from workqueue import clock
 from workqueue.broker.broker import BrokerConfig
 from workqueue.cli.options import broker_options, log_options, redis_url_option
 from workqueue.errors import ConfigurationError, PluginError
@@ -88,6 +89,15 @@ __all__ = ["worker_command"]
     show_default=True,
     help="Longest blocking wait of an idle worker before it checks leases and due jobs.",
 )
+@click.option(
+    "--audit-seconds",
+    envvar="WORKQUEUE_AUDIT_SECONDS",
+    type=click.FloatRange(min=0, max=3600),
+    default=5.0,
+    show_default=True,
+    help="Pause between steps of the sweep that puts job records found in no index back "
+    "(each step checks up to 1000 keys; 0 = off).",
+)
 @broker_options
 @log_options
 def worker_command(
@@ -100,6 +110,7 @@ def worker_command(
     lease_seconds: float,
     grace_seconds: float,
     idle_wait_seconds: float,
+    audit_seconds: float,
     broker_config: BrokerConfig,
     log_file: str,
     log_json: bool,
@@ -115,6 +126,7 @@ def worker_command(
         sys.exit(supervise(processes, args, metrics_port))
     worker_id = new_worker_id()
     try:
+        clock.skew()  # a malformed WORKQUEUE_CLOCK_SKEW_SECONDS is a usage error
         settings = WorkerSettings(
             redis_url=redis_url,
             queues=queue_names or ("default",),
@@ -122,6 +134,7 @@ def worker_command(
             lease_seconds=lease_seconds,
             grace_seconds=grace_seconds,
             idle_wait_seconds=idle_wait_seconds,
+            audit_seconds=audit_seconds,
             metrics_port=metrics_port or None,
             metrics_host=metrics_host,
             worker_id=worker_id,

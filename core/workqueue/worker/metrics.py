@@ -104,7 +104,7 @@ async def collect(worker: Worker) -> dict[str, Any]:
         "queues": list(worker.settings.queues),
         "concurrency": worker.settings.concurrency,
         "running": len(worker.running_jobs()),
-        "uptime_seconds": round(time.time() - s.started_at, 3),
+        "uptime_seconds": round(time.monotonic() - s.started_monotonic, 3),
         "reserved": s.reserved,
         "succeeded": s.succeeded,
         "failed_attempts": s.failed_attempts,

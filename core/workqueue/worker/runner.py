@@ -27,6 +27,7 @@ from loguru import logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from workqueue import clock
 from workqueue.broker.broker import Broker, FinishOp
 from workqueue.broker.connection import create_redis
 from workqueue.errors import ConfigurationError, InvalidJobError, PluginError
@@ -61,7 +62,9 @@ class _AttemptTimedOut(Exception):
 class WorkerStats:
     """This process's own figures."""
 
-    started_at: float = field(default_factory=time.time)
+    started_at: float = field(default_factory=clock.now)
+    #: monotonic start, for the uptime (immune to wall-clock steps)
+    started_monotonic: float = field(default_factory=time.monotonic)
     reserved: int = 0
     succeeded: int = 0
     failed_attempts: int = 0
@@ -172,6 +175,8 @@ class Worker:
             asyncio.create_task(self._renewer(), name="wq-renewer"),
             asyncio.create_task(self._heartbeat(), name="wq-heartbeat"),
         ]
+        if self.settings.audit_seconds > 0:
+            helpers.append(asyncio.create_task(self._auditor(), name="wq-auditor"))
         try:
             await self._fetch_loop()
             await self._drain()
@@ -291,16 +296,22 @@ class Worker:
             )
             # Kept after a failed call: its retry then gets the jobs a lost reply carried.
             self._reserve_id = uuid.uuid4().hex
-            self.stats.last_fetch_at = time.time()
+            self.stats.last_fetch_at = clock.now()
             for rec in result.recovered:
                 log = logger.bind(job_id=rec.job_id, type=rec.type, queue=rec.queue)
                 if rec.outcome == "invalid":
                     self.stats.failed += 1
                     log.error("failed for good: invalid job: malformed record (not run)")
                     continue
-                self.stats.recovered += 1
+                self.stats.recovered += rec.outcome in ("requeued", "failed")
                 if rec.outcome == "failed":
                     log.error("failed for good: lease lost too many times (worker died each time)")
+                elif rec.outcome == "orphan":
+                    log.warning("dropped an index entry whose job record is missing (orphan)")
+                elif rec.outcome == "stray":
+                    log.warning(
+                        "dropped an index entry that disagrees with its job's state (stray)"
+                    )
                 else:
                     log.warning("recovered after a lost lease: requeued")
             for job in result.jobs:
@@ -545,20 +556,31 @@ class Worker:
         )
 
     async def _heartbeat(self) -> None:
-        keys = self.broker.globals
         ttl = max(2, int(self.settings.heartbeat_seconds * 3))
         while True:
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(keys.worker(self.settings.worker_id), self._advert(), ex=ttl)
-                    now_ms = int(time.time() * 1000)
-                    pipe.zadd(keys.workers, {self.settings.worker_id: now_ms})
-                    # Forget workers that stopped beating (crashed without unregistering).
-                    pipe.zremrangebyscore(keys.workers, "-inf", now_ms - ttl * 1000)
-                    await pipe.execute()
+                await self.broker.heartbeat(self.settings.worker_id, self._advert(), ttl)
             except (RedisError, OSError) as exc:
                 logger.debug("heartbeat failed ({})", sanitize(exc, 200))
             await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    async def _auditor(self) -> None:
+        """The consistency sweep: one SCAN step per queue every ``audit_seconds``; a record
+        outside the index of its status is put back (see audit.lua) with a warning."""
+        cursors = dict.fromkeys(self.settings.queues, 0)
+        while True:
+            await asyncio.sleep(self.settings.audit_seconds)
+            for queue, cursor in cursors.items():
+                try:
+                    cursors[queue], repaired = await self.broker.audit(queue, cursor)
+                except (RedisError, OSError) as exc:
+                    logger.debug("consistency sweep failed ({})", sanitize(exc, 200))
+                    continue
+                for job_id, status in repaired:
+                    logger.bind(job_id=job_id, queue=queue).warning(
+                        "repaired: a {} job was in no index; put back (consistency sweep)",
+                        status,
+                    )
 
     async def _unregister(self) -> None:
         keys = self.broker.globals

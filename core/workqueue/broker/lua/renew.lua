@@ -1,4 +1,7 @@
 -- Extend the leases a worker holds on running jobs of one queue (fenced by token).
+-- A job whose record is active under the caller's token holds: if its lease entry is missing
+-- (an inconsistent state, e.g. a partial restore) the entry is written again, so the job is
+-- neither abandoned by its live worker nor left active without a lease.
 -- KEYS: 1 active
 -- ARGV: 1 job key prefix, 2 lease ms, then pairs: id, token
 -- Returns: the ids whose lease is no longer this worker's (lost: do not ack them).
@@ -9,8 +12,8 @@ local lost = {}
 for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local f = redis.call('HMGET', jobp .. id, 'token', 'status')
-  if f[1] == token and f[2] == 'active' and redis.call('ZSCORE', KEYS[1], id) then
-    redis.call('ZADD', KEYS[1], 'XX', now + lease, id)
+  if f[1] == token and f[2] == 'active' then
+    redis.call('ZADD', KEYS[1], now + lease, id)
   else
     lost[#lost + 1] = id
   end

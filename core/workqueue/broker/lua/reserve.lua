@@ -5,6 +5,10 @@
 --    so they shrink even when no further job finishes;
 -- 4. up to N queued jobs become active with a lease (deadline on Redis's clock) and a new
 --    fencing token.
+-- Steps 1, 2 and 4 act on an index entry only when the job's record is in that index's state;
+-- entries without a record or with a key of another type (orphans) or with a record in another
+-- state (strays) are dropped and reported with outcome 'orphan' or 'stray' (counters
+-- 'orphans', 'strays').
 -- KEYS: 1 queued, 2 scheduled, 3 retry, 4 active, 5 failed, 6 stats, 7 notify, 8 token,
 --       9 completed, 10 this worker's last-reserve record (optional)
 -- ARGV: 1 job key prefix, 2 count, 3 lease ms, 4 worker id, 5 max lost leases,
@@ -15,6 +19,7 @@
 -- A queued record that cannot be run as it is (no type, or a counter that is not an integer:
 -- tampered or corrupted) fails at once as an invalid job, reported with outcome 'invalid'.
 -- Returns: {now_ms, next_wake_ms (-1 none), n_recovered, [id, outcome, type] * n_recovered,
+--           (outcome: requeued | failed | invalid | orphan | stray; type '' for the last two)
 --           [id, token, type, payload, attempts, retries, timeout, enqueued_at, failures, lost]*}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -64,13 +69,32 @@ local function incr(key, field)
 end
 
 local recovered = {}
+-- An index entry that disagrees with its record (no record: an orphan; a record in another
+-- state: a stray, e.g. a second entry for one job) is dropped and reported, never acted on.
+local function drop(id, outcome)
+  redis.call('HINCRBY', KEYS[6], outcome .. 's', 1)
+  recovered[#recovered + 1] = id
+  recovered[#recovered + 1] = outcome
+  recovered[#recovered + 1] = ''
+end
+
+-- HMGET that treats a key of another type (not a job record) as no record at all.
+local function fields(key, ...)
+  local f = redis.pcall('HMGET', key, ...)
+  if f.err then return nil end
+  return f
+end
+
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[4], id)
   local key = jobp .. id
-  local typ = redis.pcall('HGET', key, 'type')
-  if type(typ) ~= 'string' then  -- no record, or not a hash: nothing to recover
-    redis.call('HINCRBY', KEYS[6], 'orphans', 1)
+  local f = fields(key, 'type', 'status')
+  local typ = f and f[1]
+  if not typ then
+    drop(id, 'orphan')
+  elseif f[2] ~= 'active' then
+    drop(id, 'stray')
   else
     local lost = incr(key, 'lost')
     redis.call('HINCRBY', KEYS[6], 'lost_leases', 1)
@@ -94,15 +118,20 @@ for _, id in ipairs(expired) do
   end
 end
 
+local waiting_status = {[2] = 'scheduled', [3] = 'retrying'}
 for z = 2, 3 do
   local due = redis.call('ZRANGEBYSCORE', KEYS[z], '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
     redis.call('ZREM', KEYS[z], id)
-    if redis.call('TYPE', jobp .. id)['ok'] == 'hash' then
+    local f = fields(jobp .. id, 'status')
+    local st = f and f[1]
+    if not st then
+      drop(id, 'orphan')
+    elseif st ~= waiting_status[z] then
+      drop(id, 'stray')
+    else
       redis.call('HSET', jobp .. id, 'status', 'queued')
       redis.call('RPUSH', KEYS[1], id)
-    else
-      redis.call('HINCRBY', KEYS[6], 'orphans', 1)
     end
   end
 end
@@ -118,14 +147,16 @@ if count > 0 then
     local deadline = now + lease
     for _, id in ipairs(ids) do
       local key = jobp .. id
-      -- pcall: a key of another type (not a job record) must not abort the whole batch
-      local f = redis.pcall('HMGET', key, 'type', 'payload', 'retries', 'timeout',
-        'enqueued_at', 'failures', 'lost', 'attempts')
-      local bad, orphan = nil, false
-      if f.err then
-        orphan = true  -- a key of another type: not a job record
+      -- a key of another type (not a job record) must not abort the whole batch
+      local f = fields(key, 'type', 'payload', 'retries', 'timeout',
+        'enqueued_at', 'failures', 'lost', 'attempts', 'status')
+      local bad, orphan, stray = nil, false, false
+      if not f then
+        orphan = true
       elseif not f[1] then
         if redis.call('EXISTS', key) == 0 then orphan = true else bad = 'the record has no type' end
+      elseif f[9] and f[9] ~= 'queued' then
+        stray = true
       else
         for n, name in pairs({[3] = 'retries', [6] = 'failures', [7] = 'lost',
                               [8] = 'attempts'}) do
@@ -133,7 +164,9 @@ if count > 0 then
         end
       end
       if orphan then
-        redis.call('HINCRBY', KEYS[6], 'orphans', 1)
+        drop(id, 'orphan')
+      elseif stray then
+        drop(id, 'stray')
       elseif bad then
         redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'token', '',
           'error', 'invalid job: malformed record: ' .. bad)
