@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from os import urandom as _urandom
 from typing import Any
 
@@ -20,11 +21,16 @@ import msgspec
 
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
-from workqueue.errors import IdempotencyConflict, TaskValidationError, UnknownJobTypeError
+from workqueue.errors import (
+    IdempotencyConflict,
+    PayloadValidationError,
+    TaskValidationError,
+    UnknownJobTypeError,
+)
 from workqueue.job import EnqueuedJob, JobInfo, NewJob, ms_to_datetime
 from workqueue.jobtypes import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, NAME_PATTERN, JobType
 from workqueue.registry import Registry
-from workqueue.schema import validate_payload
+from workqueue.schema import PAYLOAD_ROOT, validate_payload
 
 __all__ = ["Client", "Limits", "SyncClient", "TaskSpec", "prepare_task"]
 
@@ -105,9 +111,10 @@ def _encode_payload(job_type: JobType | None, payload: Any, limits: Limits) -> b
         raise TaskValidationError("payload", "must be a JSON object")
     if job_type is not None:
         schema = job_type.payload_schema
-        typed = validate_payload(schema, payload)
         if schema is not None:
-            payload = typed
+            payload = validate_payload(schema, payload)
+        elif not all(map(isinstance, payload, repeat(str))):
+            raise PayloadValidationError(PAYLOAD_ROOT, "object keys must be strings")
     try:
         encoded = msgspec.json.encode(payload)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -368,13 +375,24 @@ class Client:
         few at a time; each call is atomic, so a failure part-way (Redis unreachable after the
         retries) can leave the earlier chunks written.
         """
-        specs = [t if isinstance(t, TaskSpec) else TaskSpec(t[0], t[1]) for t in tasks]
-        return await self.enqueue_specs(specs)
+        types = [t.type if isinstance(t, TaskSpec) else t[0] for t in tasks]
+        remote = await self._remote_types(types)
+        reg, limits = self.registry, self.limits
+        jobs = [
+            prepare_task(t, reg, limits, remote)
+            if isinstance(t, TaskSpec)
+            else _prepare(reg, limits, remote, t[0], t[1], None, "default", None, None, None, None)
+            for t in tasks
+        ]
+        return await self._write_all(jobs)
 
     async def enqueue_specs(self, specs: Sequence[TaskSpec]) -> list[EnqueuedJob]:
         """The one enqueue path: validation of every spec, then the writes."""
         remote = await self._remote_types([s.type for s in specs])
         jobs = [prepare_task(spec, self.registry, self.limits, remote) for spec in specs]
+        return await self._write_all(jobs)
+
+    async def _write_all(self, jobs: list[NewJob]) -> list[EnqueuedJob]:
         if len(jobs) == 1:
             return [await self._answer(jobs[0], await self._write(jobs[0]))]
         results = await self.broker.enqueue(jobs)

@@ -71,6 +71,9 @@ class ReserveResult:
     recovered: list[Recovered] = field(default_factory=list)
 
 
+_STATUS = {b"queued": "queued", b"scheduled": "scheduled"}
+
+
 def _s(value: Any) -> str:
     # "replace": a tampered record's bytes must not crash the worker or a reader
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
@@ -143,7 +146,7 @@ class Broker:
         for raw, indexes in zip(replies, plan, strict=True):
             if isinstance(raw, Exception):
                 raise raw
-            self._collect(raw, indexes, results)
+            self._collect(raw, indexes, results, jobs)
         return [r for r in results if r is not None]
 
     def _queue_keys(self, queue: str) -> QueueKeys:
@@ -155,25 +158,34 @@ class Broker:
         return keys
 
     def _enqueue_args(self, queue: str, jobs: Sequence[NewJob]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of one enqueue.lua call (see the script for the layout)."""
         k = self._queue_keys(queue)
-        args: list[Any] = [
-            k.job_prefix,
-            k.idem_prefix,
-            int(self.config.idempotency_ttl_s * 1000),
-            NOTIFY_CAP,
-        ]
+        shapes: dict[tuple[Any, ...], int] = {}
+        tail: list[Any] = []
         for job in jobs:
-            args += (
-                job.id,
+            shape = (
                 job.type,
-                job.payload,
                 job.retries,
-                repr(float(job.timeout)),
+                job.timeout,
                 job.delay_ms,
                 job.run_at_ms,
                 job.idempotency_key,
                 job.fingerprint,
             )
+            number = shapes.get(shape)
+            if number is None:
+                number = shapes[shape] = len(shapes) + 1
+            tail += (job.id, job.payload, number)
+        args: list[Any] = [
+            k.job_prefix,
+            k.idem_prefix,
+            int(self.config.idempotency_ttl_s * 1000),
+            NOTIFY_CAP,
+            len(shapes),
+        ]
+        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint in shapes:
+            args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
+        args += tail
         return [k.queued, k.scheduled, k.notify, k.stats], args
 
     def _pack_enqueue(self, queue: str, jobs: Sequence[NewJob]) -> bytes:
@@ -182,18 +194,19 @@ class Broker:
 
     @staticmethod
     def _collect(
-        raw: list[Any], indexes: list[int], results: list[tuple[str, str, bool, str, int] | None]
+        raw: list[Any],
+        indexes: list[int],
+        results: list[tuple[str, str, bool, str, int] | None],
+        jobs: Sequence[NewJob],
     ) -> None:
         now = int(raw[0])
-        for n, index in enumerate(indexes):
-            base = 1 + 4 * n
-            results[index] = (
-                _s(raw[base]),
-                _s(raw[base + 1]),
-                raw[base + 2] in (b"1", "1"),
-                _s(raw[base + 3]),
-                now,
-            )
+        for index, item in zip(indexes, raw[1:], strict=True):
+            if isinstance(item, list):  # an existing job: id, status, fingerprint
+                results[index] = (_s(item[0]), _s(item[1]), True, _s(item[2]), now)
+            else:
+                job = jobs[index]
+                status = _STATUS.get(item) or _s(item)
+                results[index] = (job.id, status, False, job.fingerprint, now)
 
     # -- worker side ----------------------------------------------------------------------
 
