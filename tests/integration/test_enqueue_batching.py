@@ -5,12 +5,16 @@ coalesced into few script calls, yet each caller gets its own answer or its own 
 task, an idempotency conflict) and an idempotent repeat still answers with the existing job;
 a caller cancelled while waiting for the next batch is not written; ``enqueue_many`` writes
 big batches in chunks, in order; the enqueue connection survives being killed and a
-``SCRIPT FLUSH`` without writing a job twice or calling it a duplicate.
+``SCRIPT FLUSH`` without writing a job twice or calling it a duplicate; a Redis that stops
+answering is a timeout (not a hang) and the next call works once it answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -182,5 +186,33 @@ async def test_a_batch_error_reaches_every_caller_of_that_batch(
             srv.start()
             job = await wq.enqueue("test_echo", {"back": True})  # a new connection
             assert job.status == "queued"
+    finally:
+        srv.close()
+
+
+async def test_a_silent_redis_times_out_and_the_channel_recovers(
+    installed_test_plugin: None, tmp_path: Path
+) -> None:
+    srv = RedisServer(tmp_path, appendonly=False)
+    srv.start()
+    broker = Broker(
+        create_redis(srv.url, socket_timeout=0.3, connect_timeout=0.5, retries=1),
+        BrokerConfig(prefix=PREFIX),
+    )
+    try:
+        async with Client(broker, build_registry(only=[TEST_PLUGIN])) as wq:
+            await wq.enqueue("test_echo", {})
+            assert srv.pid is not None
+            os.kill(srv.pid, signal.SIGSTOP)  # accepts bytes, answers nothing
+            try:
+                started = time.monotonic()
+                with pytest.raises(redis.TimeoutError):
+                    await wq.enqueue("test_echo", {"lost": True})
+                # two attempts of 0.3 s plus backoff; generous for a loaded machine
+                assert time.monotonic() - started < 5
+            finally:
+                os.kill(srv.pid, signal.SIGCONT)
+            job = await wq.enqueue("test_echo", {"after": True})
+            assert job.status == "queued" and not job.duplicate
     finally:
         srv.close()

@@ -143,7 +143,7 @@ class ScriptChannel:
     async def _guarded(self, conn: Connection, commands: list[Command], replies: list[Any]) -> None:
         """One exchange; the connection is dropped when it fails or is interrupted."""
         try:
-            async with asyncio.timeout(None) as deadline:
+            async with asyncio.timeout(self._timeout or None) as deadline:
                 await self._exchange(conn, commands, replies, deadline)
         except TimeoutError:
             await conn.disconnect(nowait=True)
@@ -174,15 +174,13 @@ class ScriptChannel:
         start = len(replies)
         total = len(commands)
         sent = start
-        if timeout:
-            deadline.reschedule(loop.time() + timeout)
         while sent < total and sent - start < self._window:
             writer.write(commands[sent]())
             sent += 1
         if writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
             await writer.drain()
         while len(replies) < total:
-            if timeout:
+            if timeout and len(replies) > start:  # the first reply: the deadline set on entry
                 deadline.reschedule(loop.time() + timeout)
             replies.append(await parser.read_response())
             if sent < total:
