@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -64,9 +65,14 @@ def _answer(job: EnqueuedJob) -> EnqueueAnswer:
     return EnqueueAnswer(**job.to_dict())
 
 
-def _typed(client: Client) -> set[str]:
-    """The job types whose plugin declares a payload schema."""
-    return {t.name for t in client.registry.job_types() if t.payload_schema is not None}
+def _typed(client: Client) -> frozenset[str]:
+    """The job types whose plugin declares a payload schema (worked out once per registry)."""
+    return _typed_names(client.registry)
+
+
+@functools.lru_cache(maxsize=8)
+def _typed_names(registry: Registry) -> frozenset[str]:
+    return frozenset(t.name for t in registry.job_types() if t.payload_schema is not None)
 
 
 #: workqueue.log.EventBatch where the log module has it: event lines rendered by our log
