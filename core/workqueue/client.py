@@ -10,10 +10,11 @@ import asyncio
 import hashlib
 import math
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import repeat
+from os import urandom as _urandom
 from typing import Any
 
 import msgspec
@@ -21,11 +22,16 @@ import msgspec
 from workqueue import clock
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
-from workqueue.errors import IdempotencyConflict, TaskValidationError, UnknownJobTypeError
+from workqueue.errors import (
+    IdempotencyConflict,
+    PayloadValidationError,
+    TaskValidationError,
+    UnknownJobTypeError,
+)
 from workqueue.job import EnqueuedJob, JobInfo, NewJob, ms_to_datetime
-from workqueue.jobtypes import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, NAME_PATTERN
+from workqueue.jobtypes import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, NAME_PATTERN, JobType
 from workqueue.registry import Registry
-from workqueue.schema import to_builtins
+from workqueue.schema import PAYLOAD_ROOT, validate_payload
 
 __all__ = ["Client", "Limits", "SyncClient", "TaskSpec", "prepare_task"]
 
@@ -67,19 +73,49 @@ def prepare_task(
     spec: TaskSpec, registry: Registry, limits: Limits, known_remote: Iterable[str] = ()
 ) -> NewJob:
     """Validate a task and turn it into a :class:`NewJob` (raises TaskValidationError)."""
-    if not isinstance(spec.type, str) or not NAME_PATTERN.match(spec.type):
-        raise TaskValidationError("type", "must be 1-128 characters of A-Za-z0-9_.:-")
-    if not isinstance(spec.queue, str) or not NAME_PATTERN.match(spec.queue):
-        raise TaskValidationError("queue", "must be 1-128 characters of A-Za-z0-9_.:-")
-    job_type = registry.get(spec.type)
-    remote = set(known_remote)
-    if job_type is None and spec.type not in remote:
-        raise UnknownJobTypeError(spec.type, [*registry.names(), *remote])
-    payload = {} if spec.payload is None else spec.payload
-    if not isinstance(payload, dict):
+    return _prepare(
+        registry,
+        limits,
+        known_remote,
+        spec.type,
+        spec.payload,
+        spec.retries,
+        spec.queue,
+        spec.delay,
+        spec.run_at,
+        spec.timeout,
+        spec.idempotency_key,
+    )
+
+
+#: names that passed NAME_PATTERN (bounded; a cache, not a list of allowed names)
+_GOOD_NAMES: set[str] = {"default"}
+_GOOD_NAMES_MAX = 4096
+
+
+def _check_name(field: str, value: Any) -> None:
+    if type(value) is str and value in _GOOD_NAMES:
+        return
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise TaskValidationError(field, "must be 1-128 characters of A-Za-z0-9_.:-")
+    if len(_GOOD_NAMES) >= _GOOD_NAMES_MAX:
+        _GOOD_NAMES.clear()
+    _GOOD_NAMES.add(value)
+
+
+def _encode_payload(job_type: JobType | None, payload: Any, limits: Limits) -> bytes:
+    """The payload validated against the job type's schema (when the type is installed) and
+    encoded as JSON."""
+    if payload is None:
+        payload = {}
+    elif not isinstance(payload, dict):
         raise TaskValidationError("payload", "must be a JSON object")
     if job_type is not None:
-        payload = to_builtins(registry.validate_payload(spec.type, payload))
+        schema = job_type.payload_schema
+        if schema is not None:
+            payload = validate_payload(schema, payload)
+        elif not all(map(isinstance, payload, repeat(str))):
+            raise PayloadValidationError(PAYLOAD_ROOT, "object keys must be strings")
     try:
         encoded = msgspec.json.encode(payload)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -88,35 +124,63 @@ def prepare_task(
         raise TaskValidationError(
             "payload", f"is {len(encoded)} bytes; the limit is {limits.max_payload_bytes}"
         )
-    default_retries = job_type.retries if job_type else DEFAULT_RETRIES
-    retries = spec.retries if spec.retries is not None else default_retries
+    return encoded
+
+
+def _schedule(delay: Any, run_at: Any, limits: Limits) -> tuple[int, int]:
+    """``(delay_ms, run_at_ms)``, -1 for the one not given."""
+    if delay is not None:
+        if run_at is not None:
+            raise TaskValidationError("delay", "give either delay or run_at, not both")
+        return int(_number("delay", delay, 0, limits.max_delay_s) * 1000), -1
+    if run_at is not None:
+        return -1, _run_at_ms(run_at)
+    return -1, -1
+
+
+def _prepare(
+    registry: Registry,
+    limits: Limits,
+    known_remote: Iterable[str],
+    type: str,
+    payload: Any,
+    retries: int | None,
+    queue: str,
+    delay: float | None,
+    run_at: datetime | str | None,
+    timeout: float | None,
+    idempotency_key: str | None,
+) -> NewJob:
+    """:func:`prepare_task` on the fields themselves (the hot path builds no TaskSpec)."""
+    _check_name("type", type)
+    _check_name("queue", queue)
+    job_type = registry.get(type)
+    if job_type is None and type not in known_remote:
+        remote = set(known_remote)
+        raise UnknownJobTypeError(type, [*registry.names(), *remote])
+    encoded = _encode_payload(job_type, payload, limits)
+    if retries is None:
+        retries = job_type.retries if job_type else DEFAULT_RETRIES
     if isinstance(retries, bool) or not isinstance(retries, int):
         raise TaskValidationError("retries", "must be an integer")
     if not 0 <= retries <= limits.max_retries:
         raise TaskValidationError("retries", f"must be between 0 and {limits.max_retries}")
-    default_timeout = job_type.timeout if job_type else DEFAULT_TIMEOUT_SECONDS
-    timeout = default_timeout if spec.timeout is None else spec.timeout
+    if timeout is None:
+        timeout = job_type.timeout if job_type else DEFAULT_TIMEOUT_SECONDS
     timeout = _number("timeout", timeout, 0.001, limits.max_timeout_s)
-    delay_ms = run_at_ms = -1
-    if spec.delay is not None and spec.run_at is not None:
-        raise TaskValidationError("delay", "give either delay or run_at, not both")
-    if spec.delay is not None:
-        delay_ms = int(_number("delay", spec.delay, 0, limits.max_delay_s) * 1000)
-    if spec.run_at is not None:
-        run_at_ms = _run_at_ms(spec.run_at)
-    key = spec.idempotency_key or ""
-    if len(key) > limits.max_idempotency_key or any(c in key for c in "\r\n\0"):
-        raise TaskValidationError("idempotency_key", "too long or contains control characters")
-    fingerprint = ""
-    if key:
+    delay_ms, run_at_ms = _schedule(delay, run_at, limits)
+    fingerprint = key = ""
+    if idempotency_key:
+        key = idempotency_key
+        if len(key) > limits.max_idempotency_key or any(c in key for c in "\r\n\0"):
+            raise TaskValidationError("idempotency_key", "too long or contains control characters")
         fingerprint = hashlib.sha256(
-            msgspec.json.encode([spec.type, spec.queue, retries, timeout, delay_ms, run_at_ms])
-            + encoded
+            msgspec.json.encode([type, queue, retries, timeout, delay_ms, run_at_ms]) + encoded
         ).hexdigest()[:32]
     return NewJob(
-        id=uuid.uuid4().hex,
-        type=spec.type,
-        queue=spec.queue,
+        id=_urandom(16).hex(),
+        type=type,
+        queue=queue,
         payload=encoded,
         retries=retries,
         timeout=timeout,
@@ -189,8 +253,19 @@ def _run_at_ms(value: datetime | str) -> int:
     return max(millis, 0)
 
 
+_RawResult = tuple[str, str, bool, str, int]
+
+
 class Client:
-    """The asyncio client of SPEC section 3."""
+    """The asyncio client of SPEC section 3.
+
+    Concurrent :meth:`enqueue` calls of one client share round trips: a call made while
+    another write is in flight waits for it to finish and then goes out with every call that
+    arrived meanwhile, as one pipelined write (one script call per queue and
+    :data:`~workqueue.broker.broker.ENQUEUE_CHUNK` jobs). A call made when nothing is in flight
+    is written at once (no timer, no waiting for company). Each call is validated on its own
+    and gets its own answer or its own error.
+    """
 
     def __init__(
         self,
@@ -205,6 +280,10 @@ class Client:
         self.limits = limits or Limits()
         #: when False, any well-formed type name is accepted (for clients without plugins)
         self.check_types = check_types
+        # the auto-batcher: jobs waiting for the write in flight to finish
+        self._pending: list[tuple[NewJob, asyncio.Future[_RawResult]]] = []
+        self._busy = False
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(
@@ -249,6 +328,16 @@ class Client:
                     continue
         return types
 
+    async def _remote_types(self, types: Iterable[Any]) -> Iterable[str]:
+        """The type names accepted beyond the registry: all of them without type checks, else
+        those live workers advertise (one Redis read, only when a type is not installed)."""
+        if not self.check_types:
+            return {t for t in types if isinstance(t, str)}
+        registry = self.registry
+        if all(t in registry for t in types if isinstance(t, str)):
+            return ()
+        return await self.advertised_types()
+
     async def enqueue(
         self,
         type: str,
@@ -261,44 +350,130 @@ class Client:
         timeout: float | None = None,
         idempotency_key: str | None = None,
     ) -> EnqueuedJob:
-        """Validate and enqueue one job (one round trip)."""
-        spec = TaskSpec(type, payload, retries, queue, delay, run_at, timeout, idempotency_key)
-        (job,) = await self.enqueue_specs([spec])
-        return job
+        """Validate and enqueue one job (one round trip, shared with concurrent calls)."""
+        remote: Iterable[str] = ()
+        if not self.check_types or (isinstance(type, str) and type not in self.registry):
+            remote = await self._remote_types((type,))
+        job = _prepare(
+            self.registry,
+            self.limits,
+            remote,
+            type,
+            payload,
+            retries,
+            queue,
+            delay,
+            run_at,
+            timeout,
+            idempotency_key,
+        )
+        return await self._answer(job, await self._write(job))
 
     async def enqueue_many(self, tasks: Sequence[TaskSpec | tuple[str, Any]]) -> list[EnqueuedJob]:
-        """Validate all, then write all in one round trip (all-or-nothing validation)."""
-        specs = [t if isinstance(t, TaskSpec) else TaskSpec(t[0], t[1]) for t in tasks]
-        return await self.enqueue_specs(specs)
+        """Validate all, then write all (all-or-nothing validation).
+
+        The jobs go out in script calls of at most ``ENQUEUE_CHUNK`` jobs each, pipelined a
+        few at a time; each call is atomic, so a failure part-way (Redis unreachable after the
+        retries) can leave the earlier chunks written.
+        """
+        types = [t.type if isinstance(t, TaskSpec) else t[0] for t in tasks]
+        remote = await self._remote_types(types)
+        reg, limits = self.registry, self.limits
+        jobs = [
+            prepare_task(t, reg, limits, remote)
+            if isinstance(t, TaskSpec)
+            else _prepare(reg, limits, remote, t[0], t[1], None, "default", None, None, None, None)
+            for t in tasks
+        ]
+        return await self._write_all(jobs)
 
     async def enqueue_specs(self, specs: Sequence[TaskSpec]) -> list[EnqueuedJob]:
-        """The one enqueue path: validation, then one broker call."""
-        remote: set[str] = set()
-        if self.check_types and any(s.type not in self.registry for s in specs):
-            remote = await self.advertised_types()
-        jobs = []
-        for spec in specs:
-            if not self.check_types:
-                remote.add(spec.type)
-            jobs.append(prepare_task(spec, self.registry, self.limits, remote))
+        """The one enqueue path: validation of every spec, then the writes."""
+        remote = await self._remote_types([s.type for s in specs])
+        jobs = [prepare_task(spec, self.registry, self.limits, remote) for spec in specs]
+        return await self._write_all(jobs)
+
+    async def _write_all(self, jobs: list[NewJob]) -> list[EnqueuedJob]:
+        if len(jobs) == 1:
+            return [await self._answer(jobs[0], await self._write(jobs[0]))]
         results = await self.broker.enqueue(jobs)
         answers = []
-        for job, (job_id, status, duplicate, fingerprint, now_ms) in zip(
-            jobs, results, strict=True
-        ):
-            if duplicate and job.idempotency_key and fingerprint != job.fingerprint:
-                raise IdempotencyConflict(job_id)
-            enqueued_at = ms_to_datetime(now_ms) or clock.now_datetime()
-            if duplicate:
-                info = await self.broker.get_job(job_id, job.queue)
-                enqueued_at = info.enqueued_at or enqueued_at
-                status = info.status
+        moment_ms = -1
+        moment = clock.now_datetime()
+        for job, raw in zip(jobs, results, strict=True):
+            if raw[2] and raw[0] != job.id:
+                answers.append(await self._answer(job, raw))
+                continue
+            if raw[4] != moment_ms:
+                moment_ms = raw[4]
+                moment = ms_to_datetime(moment_ms) or clock.now_datetime()
             answers.append(
-                EnqueuedJob(
-                    job_id, job.type, job.queue, status, job.retries, enqueued_at, duplicate
-                )
+                EnqueuedJob(raw[0], job.type, job.queue, raw[1], job.retries, moment, False)
             )
         return answers
+
+    async def _answer(self, job: NewJob, raw: _RawResult) -> EnqueuedJob:
+        job_id, status, duplicate, fingerprint, now_ms = raw
+        # our own id already there: a write retried after a lost reply, still our job
+        duplicate = duplicate and job_id != job.id
+        if duplicate and job.idempotency_key and fingerprint != job.fingerprint:
+            raise IdempotencyConflict(job_id)
+        enqueued_at = ms_to_datetime(now_ms) or clock.now_datetime()
+        if duplicate:
+            info = await self.broker.get_job(job_id, job.queue)
+            enqueued_at = info.enqueued_at or enqueued_at
+            status = info.status
+        return EnqueuedJob(job_id, job.type, job.queue, status, job.retries, enqueued_at, duplicate)
+
+    # -- the auto-batcher ----------------------------------------------------------------------
+
+    async def _write(self, job: NewJob) -> _RawResult:
+        """Write one job: at once when nothing is in flight, else with the next batch."""
+        if self._busy:
+            future: asyncio.Future[_RawResult] = asyncio.get_running_loop().create_future()
+            self._pending.append((job, future))
+            return await future
+        self._busy = True
+        try:
+            (raw,) = await self.broker.enqueue([job])
+        finally:
+            self._next_batch()
+        return raw
+
+    def _next_batch(self) -> None:
+        """After a write: hand the waiting jobs to a flusher task, or mark the client idle."""
+        if self._pending:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        else:
+            self._busy = False
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch = [(job, f) for job, f in self._pending if not f.done()]
+                self._pending = []
+                if not batch:
+                    continue
+                try:
+                    results = await self.broker.enqueue([job for job, _ in batch])
+                except asyncio.CancelledError:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), raw in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(raw)
+        finally:
+            for _, future in self._pending:
+                future.cancel()
+            self._pending = []
+            self._busy = False
+            self._flusher = None
 
     async def get_job(self, job_id: str) -> JobInfo:
         """The job's current record (raises JobNotFound)."""

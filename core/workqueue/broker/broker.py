@@ -7,21 +7,25 @@ settles a batch of outcomes; one ``enqueue`` round trip writes a whole batch.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
 
+from workqueue.broker.channel import ScriptChannel, pack
 from workqueue.broker.keys import DEFAULT_PREFIX, GlobalKeys, QueueKeys
 from workqueue.broker.scripts import Scripts
 from workqueue.errors import JobNotFound
 from workqueue.job import JobInfo, NewJob, ReservedJob, ms_to_datetime
 
-__all__ = ["Broker", "BrokerConfig", "FinishOp", "Recovered", "ReserveResult"]
+__all__ = ["ENQUEUE_CHUNK", "Broker", "BrokerConfig", "FinishOp", "Recovered", "ReserveResult"]
 
 NOTIFY_CAP = 64
+#: the most jobs one enqueue script call writes (bigger batches go in several calls)
+ENQUEUE_CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,9 @@ class ReserveResult:
     recovered: list[Recovered] = field(default_factory=list)
 
 
+_STATUS = {b"queued": "queued", b"scheduled": "scheduled"}
+
+
 def _s(value: Any) -> str:
     # "replace": a tampered record's bytes must not crash the worker or a reader
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
@@ -81,6 +88,9 @@ class Broker:
         self.globals = GlobalKeys(self.config.prefix)
         self.scripts = Scripts(redis)
         self._known_queues: set[str] = set()
+        self._keys_cache: dict[str, QueueKeys] = {}
+        #: the enqueue path's own connection (plain clients; others go through redis-py)
+        self._channel = ScriptChannel(redis) if hasattr(redis, "connection_pool") else None
 
     def keys(self, queue: str) -> QueueKeys:
         """The key names of one queue."""
@@ -89,70 +99,114 @@ class Broker:
     # -- enqueue -------------------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[tuple[str, str, bool, str, int]]:
-        """Write jobs; one script call per queue, all in one round trip.
+        """Write jobs; one script call per queue and chunk, all in one round trip.
 
         Returns, in order, ``(id, status, duplicate, fingerprint, enqueued_at_ms)`` per job.
-        A duplicate is an existing job found by idempotency key or id.
+        A duplicate is an existing job found by idempotency key or id. Each script call writes
+        at most :data:`ENQUEUE_CHUNK` jobs atomically (so a huge batch never holds Redis for
+        long); the calls go out pipelined on the enqueue channel, a few at a time.
         """
-        by_queue: dict[str, list[int]] = {}
-        for index, job in enumerate(jobs):
-            by_queue.setdefault(job.queue, []).append(index)
-        results: list[tuple[str, str, bool, str, int] | None] = [None] * len(jobs)
-        new_queues = [q for q in by_queue if q not in self._known_queues]
-        if len(by_queue) == 1 and not new_queues:
-            queue, indexes = next(iter(by_queue.items()))
-            raw = await self._enqueue_call(queue, [jobs[i] for i in indexes], None)
-            self._collect(raw, indexes, results)
+        if not jobs:
+            return []
+        first = jobs[0].queue
+        if all(job.queue == first for job in jobs):
+            by_queue: dict[str, list[int]] = {first: list(range(len(jobs)))}
         else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                if new_queues:
-                    pipe.sadd(self.globals.queues, *new_queues)
-                for queue, indexes in by_queue.items():
-                    await self._enqueue_call(queue, [jobs[i] for i in indexes], pipe)
-                replies = await pipe.execute()
-            self._known_queues.update(new_queues)
-            replies = replies[1:] if new_queues else replies
-            for raw, indexes in zip(replies, by_queue.values(), strict=True):
-                self._collect(raw, indexes, results)
+            by_queue = {}
+            for index, job in enumerate(jobs):
+                by_queue.setdefault(job.queue, []).append(index)
+        new_queues = [q for q in by_queue if q not in self._known_queues]
+        plan: list[list[int]] = []
+        calls: list[tuple[str, list[NewJob]]] = []
+        for queue, indexes in by_queue.items():
+            for at in range(0, len(indexes), ENQUEUE_CHUNK):
+                chunk = indexes[at : at + ENQUEUE_CHUNK]
+                plan.append(chunk)
+                calls.append((queue, [jobs[i] for i in chunk]))
+        if self._channel is not None:
+            commands: list[Callable[[], bytes]] = [
+                partial(self._pack_enqueue, queue, batch) for queue, batch in calls
+            ]
+            if new_queues:
+                commands.insert(0, partial(pack, ("SADD", self.globals.queues, *new_queues)))
+            replies = await self._channel.execute(commands, self.scripts.enqueue)
+            if new_queues:
+                added = replies.pop(0)
+                if isinstance(added, Exception):
+                    raise added
+        else:
+            if new_queues:
+                await self.redis.sadd(self.globals.queues, *new_queues)
+            replies = []
+            for queue, batch in calls:
+                keys, args = self._enqueue_args(queue, batch)
+                replies.append(await self.scripts.enqueue(keys=keys, args=args))
+        self._known_queues.update(new_queues)
+        results: list[tuple[str, str, bool, str, int] | None] = [None] * len(jobs)
+        for raw, indexes in zip(replies, plan, strict=True):
+            if isinstance(raw, Exception):
+                raise raw
+            self._collect(raw, indexes, results, jobs)
         return [r for r in results if r is not None]
 
-    async def _enqueue_call(self, queue: str, jobs: Sequence[NewJob], pipe: Any) -> Any:
-        k = self.keys(queue)
-        args: list[Any] = [
-            k.job_prefix,
-            k.idem_prefix,
-            int(self.config.idempotency_ttl_s * 1000),
-            NOTIFY_CAP,
-        ]
+    def _queue_keys(self, queue: str) -> QueueKeys:
+        keys = self._keys_cache.get(queue)
+        if keys is None:
+            if len(self._keys_cache) > 1024:
+                self._keys_cache.clear()
+            keys = self._keys_cache[queue] = self.keys(queue)
+        return keys
+
+    def _enqueue_args(self, queue: str, jobs: Sequence[NewJob]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of one enqueue.lua call (see the script for the layout)."""
+        k = self._queue_keys(queue)
+        shapes: dict[tuple[Any, ...], int] = {}
+        tail: list[Any] = []
         for job in jobs:
-            args += (
-                job.id,
+            shape = (
                 job.type,
-                job.payload,
                 job.retries,
-                repr(float(job.timeout)),
+                job.timeout,
                 job.delay_ms,
                 job.run_at_ms,
                 job.idempotency_key,
                 job.fingerprint,
             )
-        keys = [k.queued, k.scheduled, k.notify, k.stats]
-        return await self.scripts.enqueue(keys=keys, args=args, client=pipe)
+            number = shapes.get(shape)
+            if number is None:
+                number = shapes[shape] = len(shapes) + 1
+            tail += (job.id, job.payload, number)
+        args: list[Any] = [
+            k.job_prefix,
+            k.idem_prefix,
+            int(self.config.idempotency_ttl_s * 1000),
+            NOTIFY_CAP,
+            len(shapes),
+        ]
+        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint in shapes:
+            args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
+        args += tail
+        return [k.queued, k.scheduled, k.notify, k.stats], args
+
+    def _pack_enqueue(self, queue: str, jobs: Sequence[NewJob]) -> bytes:
+        keys, args = self._enqueue_args(queue, jobs)
+        return pack(("EVALSHA", self.scripts.enqueue.sha, len(keys), *keys, *args))
 
     @staticmethod
     def _collect(
-        raw: list[Any], indexes: list[int], results: list[tuple[str, str, bool, str, int] | None]
+        raw: list[Any],
+        indexes: list[int],
+        results: list[tuple[str, str, bool, str, int] | None],
+        jobs: Sequence[NewJob],
     ) -> None:
         now = int(raw[0])
-        for n, index in enumerate(indexes):
-            base = 1 + 4 * n
-            results[index] = (
-                _s(raw[base]),
-                _s(raw[base + 1]),
-                raw[base + 2] in (b"1", "1"),
-                _s(raw[base + 3]),
-                now,
-            )
+        for index, item in zip(indexes, raw[1:], strict=True):
+            if isinstance(item, list):  # an existing job: id, status, fingerprint
+                results[index] = (_s(item[0]), _s(item[1]), True, _s(item[2]), now)
+            else:
+                job = jobs[index]
+                status = _STATUS.get(item) or _s(item)
+                results[index] = (job.id, status, False, job.fingerprint, now)
 
     # -- worker side ----------------------------------------------------------------------
 
