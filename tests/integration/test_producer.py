@@ -361,6 +361,28 @@ def test_idempotency_key(http: httpx.Client) -> None:
     )
 
 
+def test_batch_idempotency_key(http: httpx.Client) -> None:
+    # Given a batch posted with one Idempotency-Key for the whole batch
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    batch = [SEED_TASK, {**SEED_TASK, "payload": {"to": "b@example.com"}}]
+    first = http.post("/enqueue/batch", json=batch, headers=key)
+    assert first.status_code == 202, first.text
+    # When the same batch is posted again (a retry after a timeout or a 503)
+    again = http.post("/enqueue/batch", json=batch, headers=key)
+    # Then the same jobs come back, nothing new is written
+    assert again.status_code == 200, again.text
+    assert [j["id"] for j in again.json()] == [j["id"] for j in first.json()]
+    assert len({j["id"] for j in first.json()}) == 2
+    # and an item that changed under the same key is a conflict
+    changed = [SEED_TASK, {**SEED_TASK, "payload": {"to": "c@example.com"}}]
+    body = assert_error(http.post("/enqueue/batch", json=changed, headers=key), 422, None)
+    assert body["error"] == "idempotency_conflict"
+    # while the same key on another batch size still answers item by item
+    longer = http.post("/enqueue/batch", json=[*batch, SEED_TASK], headers=key)
+    assert longer.status_code == 202
+    assert [j["id"] for j in longer.json()][:2] == [j["id"] for j in first.json()]
+
+
 def test_openapi_and_health(http: httpx.Client) -> None:
     schema = http.get("/schema/openapi.json")
     assert schema.status_code == 200

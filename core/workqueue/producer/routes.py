@@ -51,6 +51,9 @@ _UNAVAILABLE = {
     503: ResponseSpec(ErrorAnswer, description="Redis unreachable; retry after Retry-After"),
 }
 _UNAUTHORIZED = {401: ResponseSpec(ErrorAnswer, description="Missing or wrong API key")}
+_BATCH_REPEAT = {
+    200: ResponseSpec(list[EnqueueAnswer], description="Idempotent repeat of a whole batch")
+}
 
 
 async def guarded(call: Awaitable[T], deadline_s: float) -> T:
@@ -159,7 +162,15 @@ async def enqueue_batch(request: Request[Any, Any, Any]) -> Response[list[Enqueu
             "body", f"has {len(body)} tasks; the limit is {settings.batch_limit}"
         )
     typed = _typed(client)
-    specs = [spec_from_object(item, prefix=f"[{i}]", typed=typed) for i, item in enumerate(body)]
+    # One key for the batch: item i is written under "<key>#<i>", so a repeat of the same batch
+    # (a retry after a timeout or a 503) answers with the same jobs instead of new ones.
+    key = request.headers.get("idempotency-key") or None
+    specs = [
+        spec_from_object(
+            item, prefix=f"[{i}]", typed=typed, idempotency_key=f"{key}#{i}" if key else None
+        )
+        for i, item in enumerate(body)
+    ]
     if not specs:
         return Response([], status_code=202)
     try:
@@ -170,7 +181,8 @@ async def enqueue_batch(request: Request[Any, Any, Any]) -> Response[list[Enqueu
             exc.field = f"[{index}].{exc.field}"
         raise
     _log_enqueued(jobs)
-    return _json([job.to_dict() for job in jobs], 202)
+    status = 200 if all(job.duplicate for job in jobs) else 202
+    return _json([job.to_dict() for job in jobs], status)
 
 
 async def get_job(
@@ -222,9 +234,10 @@ def build_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRou
             description=(
                 "Body: a JSON array of task objects; validated all-or-nothing (an error names the "
                 "index, e.g. `[3].type`), written in one round trip, answered with the results "
-                "in order."
+                "in order. Header `Idempotency-Key` covers the whole batch (item i is keyed "
+                "`<key>#<i>`): a repeat answers 200 with the same jobs."
             ),
-            responses={**_BAD_BODY, **auth, **_UNAVAILABLE},
+            responses={**_BATCH_REPEAT, **_BAD_BODY, **auth, **_UNAVAILABLE},
             security=security,
         )(enqueue_batch),
         get(
