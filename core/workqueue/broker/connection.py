@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import urlsplit
+
 from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,12 +24,20 @@ def create_redis(
 ) -> Redis:
     """A client for ``redis://`` or ``rediss://`` URLs (user and password in the URL).
 
+    For ``rediss://`` the server certificate is verified and its hostname checked, whatever
+    the redis-py version's defaults are; the URL's query parameters (``ssl_ca_certs``,
+    ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``, ``ssl_check_hostname``) override.
+
     A command whose connection breaks is retried ``retries`` times with a short backoff: every
     job script is safe to repeat (enqueue is keyed by job id, finish ops are fenced and report
     "duplicate" when they were already applied).
     """
+    tls: dict[str, Any] = {}
+    if urlsplit(url).scheme == "rediss":
+        tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
     return Redis.from_url(
         url,
+        **tls,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         socket_keepalive=True,
