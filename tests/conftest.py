@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
-import os
-import signal
 import subprocess
 import sys
 import tomllib
@@ -18,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis
+from wq_testkit import REDIS_URL, TEST_PLUGIN, WorkerProcs
 
 if TYPE_CHECKING:
     from workqueue.broker import Broker
@@ -99,8 +97,8 @@ def installed_test_plugin() -> None:
 # Redis and worker processes
 # ---------------------------------------------------------------------------------------------
 
-REDIS_URL = os.environ.get("WORKQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-TEST_PLUGIN = "wq_testplugin_good"
+# Test modules import these from wq_testkit: ``from conftest import`` is ambiguous once
+# tests/faults/conftest.py is loaded too (pytest names every conftest module "conftest").
 
 
 @pytest.fixture
@@ -138,51 +136,6 @@ def client(installed_test_plugin: None, broker: Broker) -> Client:
     from workqueue.registry import build_registry
 
     return Client(broker, build_registry(only=[TEST_PLUGIN]))
-
-
-class WorkerProcs:
-    """Starts ``workqueue worker`` subprocesses for one test and stops them all afterwards."""
-
-    def __init__(self, prefix: str, tmp_path: Path) -> None:
-        self.prefix = prefix
-        self.tmp_path = tmp_path
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def log_file(self, index: int) -> Path:
-        return self.tmp_path / f"worker-{index}.log"
-
-    def start(
-        self, *args: str, lease: float = 2.0, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        index = len(self.procs)
-        full_env = {
-            **os.environ,
-            "WORKQUEUE_PLUGINS": TEST_PLUGIN,
-            "WORKQUEUE_KEY_PREFIX": self.prefix,
-            "WORKQUEUE_REDIS_URL": REDIS_URL,
-            "WORKQUEUE_LEASE_SECONDS": str(lease),
-            "WORKQUEUE_LOG_FILE": str(self.log_file(index)),
-            "WORKQUEUE_METRICS_PORT": "0",
-            **(env or {}),
-        }
-        with (self.tmp_path / f"worker-{index}.stderr").open("wb") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "workqueue", "worker", *args],
-                env=full_env,
-                cwd=self.tmp_path,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import WorkerProcs
 from redis_server import free_port
+from wq_testkit import WorkerProcs
 
 from workqueue.broker import Broker
 from workqueue.client import Client

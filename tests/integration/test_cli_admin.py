@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import REDIS_URL, TEST_PLUGIN, WorkerProcs
+from wq_testkit import REDIS_URL, TEST_PLUGIN, WorkerProcs
 
 from workqueue.broker import Broker
 from workqueue.errors import JobNotFound

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import REDIS_URL, TEST_PLUGIN
+from wq_testkit import REDIS_URL, TEST_PLUGIN
 
 from workqueue import Client, PayloadValidationError, SyncClient, TaskSpec, UnknownJobTypeError
 from workqueue.broker import BrokerConfig

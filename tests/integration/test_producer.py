@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from conftest import REDIS_URL, TEST_PLUGIN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wq_testkit import REDIS_URL, TEST_PLUGIN
 
 SEED_TASK = {
     "type": "test_echo",

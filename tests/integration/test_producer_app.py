@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 import pytest
 import redis.asyncio
-from conftest import REDIS_URL, TEST_PLUGIN
 from litestar.testing import AsyncTestClient
+from wq_testkit import REDIS_URL, TEST_PLUGIN
 
 from workqueue.broker import BrokerConfig
 from workqueue.broker.keys import GlobalKeys

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PLUGIN, WorkerProcs
 from redis_server import RedisServer
+from wq_testkit import TEST_PLUGIN, WorkerProcs
 
 from workqueue.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WorkerProcs
+from wq_testkit import WorkerProcs
 
 from workqueue.client import Client
 from workqueue.job import JobInfo

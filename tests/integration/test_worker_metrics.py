@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
-from conftest import WorkerProcs
 from redis_server import free_port
+from wq_testkit import WorkerProcs
 
 from workqueue.client import Client
 
