@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import AuthenticationWrongNumberOfArgsError as AuthArgsError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-__all__ = ["create_redis"]
+__all__ = ["create_redis", "setup_problem"]
 
 
 def create_redis(
@@ -47,3 +50,26 @@ def create_redis(
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         decode_responses=False,
     )
+
+
+def setup_problem(exc: BaseException) -> str | None:
+    """What to fix when ``exc`` is a set-up error that waiting will not cure (a refused
+    login, a failed TLS handshake, a missing ACL permission); ``None`` for an outage."""
+    if isinstance(exc, AuthenticationError | AuthArgsError):
+        return "Redis refused the login: check the user and password in the Redis URL"
+    if isinstance(exc, NoPermissionError):
+        return (
+            "the Redis user lacks a permission WorkQueue needs "
+            "(see docs/operations.md, 'TLS and a restricted ACL user')"
+        )
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLError) or "[SSL" in str(seen):
+            return (
+                "the TLS handshake with Redis failed: check the server certificate, "
+                "ssl_ca_certs and the host name in the Redis URL"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None

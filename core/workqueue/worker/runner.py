@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from workqueue.broker.broker import Broker, FinishOp
-from workqueue.broker.connection import create_redis
+from workqueue.broker.connection import create_redis, setup_problem
 from workqueue.errors import ConfigurationError, InvalidJobError, PluginError
 from workqueue.hookspecs import JobEvent, WorkerInfo
 from workqueue.job import ReservedJob, ms_to_datetime
@@ -50,6 +50,21 @@ __all__ = ["Worker", "WorkerStats"]
 RECONNECT_MAX_SECONDS = 5.0
 #: the outcome of a job cancelled by a graceful stop: handed back, not counted as failed
 RELEASE = Outcome("release")
+
+
+def _log_redis_error(doing: str, exc: BaseException, retry_in: float) -> None:
+    """An outage is a warning; a set-up error (login, TLS, ACL) is an error that says what
+    to fix. Either way the caller retries after ``retry_in`` seconds (bounded backoff)."""
+    problem = setup_problem(exc)
+    if problem is None:
+        logger.warning(
+            "redis unavailable while {} ({}); retrying in {:.1f}s",
+            doing,
+            sanitize(exc, 200),
+            retry_in,
+        )
+    else:
+        logger.error("{} ({}); retrying in {:.1f}s", problem, sanitize(exc, 200), retry_in)
 
 
 class _AttemptTimedOut(Exception):
@@ -226,11 +241,7 @@ class Worker:
                 got, wait_s = await self._reserve(free)
                 backoff = 0.1
             except (RedisError, OSError) as exc:
-                logger.warning(
-                    "redis unavailable while fetching ({}); retrying in {:.1f}s",
-                    sanitize(exc, 200),
-                    backoff,
-                )
+                _log_redis_error("fetching", exc, backoff)
                 await self._wait_any(asyncio.sleep(backoff))
                 backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
                 continue
@@ -241,7 +252,7 @@ class Worker:
                     self.broker.wait_for_work(self._blocking, self.settings.queues, wait_s)
                 )
             except (RedisError, OSError) as exc:
-                logger.warning("redis unavailable while waiting ({})", sanitize(exc, 200))
+                _log_redis_error("waiting", exc, backoff)
                 await self._wait_any(asyncio.sleep(backoff))
                 backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 
