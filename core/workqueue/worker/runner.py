@@ -438,7 +438,8 @@ class Worker:
                     "redis unavailable while reporting outcomes ({})", sanitize(exc, 200)
                 )
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+                # never wait longer than a renewal interval once Redis is back
+                backoff = min(backoff * 2, RECONNECT_MAX_SECONDS, self.settings.lease_seconds / 3)
                 continue
             iters = {q: iter(v) for q, v in outcomes.items()}
             for item in batch:
@@ -487,11 +488,15 @@ class Worker:
         interval = max(0.2, self.settings.lease_seconds / 3)
         while True:
             await asyncio.sleep(interval)
-            if not self._running:
+            if not self._running and not self._pending:
                 continue
             leases: dict[str, list[tuple[str, str]]] = {}
             for job, _task in self._running.values():
                 leases.setdefault(job.queue, []).append((job.id, job.token))
+            # Finished jobs whose outcome is not written yet (Redis was away) keep their
+            # lease too, or they would run again once Redis is back.
+            for item in self._pending:
+                leases.setdefault(item.job.queue, []).append((item.job.id, item.job.token))
             try:
                 lost = await self.broker.renew(leases, lease_ms=self.settings.lease_ms)
             except (RedisError, OSError) as exc:
