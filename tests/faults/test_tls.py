@@ -105,7 +105,7 @@ def test_certificate_for_another_host_is_refused(
             lambda: "Hostname mismatch" in worker.log(), timeout=20, what="hostname error logged"
         )
         time.sleep(5)  # watch the retries for a while
-        log = worker.log()
+        log = worker.log_file.read_text()  # the log file alone (stderr has a copy)
         assert worker.alive(), log[-3000:]
         # bounded retry: the backoff doubles up to 5 s, so a handful of lines, not hundreds
         assert 1 <= count_lines(log, "Hostname mismatch") <= 15, log[-3000:]
