@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -99,7 +100,7 @@ class TlsRedisServer(RedisServer):
     def client(self, **kwargs: object) -> redis.Redis:
         """The test's own client: trusts the CA, does not check the hostname (so it can also
         inspect a server whose certificate names another host)."""
-        return redis.Redis(  # type: ignore[call-overload,no-any-return]
+        return redis.Redis(  # type: ignore[arg-type]
             host="127.0.0.1",
             port=self.port,
             password=self.password,
@@ -146,7 +147,7 @@ class AclRedisServer(RedisServer):
         return self.user_url(ADMIN_USER, ADMIN_PASSWORD)
 
     def client(self, **kwargs: object) -> redis.Redis:
-        return redis.Redis(  # type: ignore[call-overload,no-any-return]
+        return redis.Redis(  # type: ignore[arg-type]
             port=self.port, username=ADMIN_USER, password=ADMIN_PASSWORD, **kwargs
         )
 
@@ -228,10 +229,10 @@ class Forwarder:
             source.close()
 
 
-def run_cli(args: Sequence[str], env: dict[str, str], *, timeout: float = 60.0) -> Any:
+def run_cli(
+    args: Sequence[str], env: dict[str, str], *, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     """``python -m workqueue ARGS`` -> CompletedProcess (text)."""
-    import sys
-
     return subprocess.run(
         [sys.executable, "-m", "workqueue", *args],
         env=env,
