@@ -66,3 +66,13 @@ def acl(session: nox.Session) -> None:
     for plugin in PLUGINS:
         session.install("-e", f"{plugin}[test]")
     session.run("python", "tests/acl_run.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def soak(session: nox.Session) -> None:
+    """Long load tests (a million jobs; memory must come back): ``pytest -m soak tests/faults``.
+
+    Not in the default sessions; takes tens of minutes. ``WQ_SOAK_JOBS`` shrinks the run.
+    """
+    session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
+    session.run("pytest", "-m", "soak", "-s", "tests/faults", *session.posargs)

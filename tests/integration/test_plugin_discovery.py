@@ -31,6 +31,7 @@ from workqueue.registry import Registry, build_registry
 
 PLUGIN_PACKAGES = Path(__file__).parents[1] / "plugin_packages"
 GOOD_TYPES = [
+    "test_block_loop",
     "test_blocking",
     "test_echo",
     "test_fail",

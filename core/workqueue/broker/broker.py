@@ -178,7 +178,17 @@ class Broker:
         self, queue: str, count: int, lease_ms: int, worker_id: str, pipe: Any
     ) -> Any:
         k = self.keys(queue)
-        keys = [k.queued, k.scheduled, k.retry, k.active, k.failed, k.stats, k.notify, k.token]
+        keys = [
+            k.queued,
+            k.scheduled,
+            k.retry,
+            k.active,
+            k.failed,
+            k.stats,
+            k.notify,
+            k.token,
+            k.completed,
+        ]
         args: list[Any] = [
             k.job_prefix,
             count,
@@ -187,6 +197,7 @@ class Broker:
             self.config.max_lost_leases,
             int(self.config.failed_ttl_s * 1000),
             NOTIFY_CAP,
+            int(self.config.completed_ttl_s * 1000),
         ]
         return await self.scripts.reserve(keys=keys, args=args, client=pipe)
 

@@ -1,11 +1,14 @@
 -- Reserve up to N jobs of one queue for one worker, after housekeeping, atomically:
 -- 1. expired leases are recovered (requeued, or failed once lost too often);
 -- 2. due scheduled and retrying jobs are promoted to queued;
--- 3. up to N queued jobs become active with a lease (deadline on Redis's clock) and a new
+-- 3. finished-job indexes drop the entries past their retention (records already expired),
+--    so they shrink even when no further job finishes;
+-- 4. up to N queued jobs become active with a lease (deadline on Redis's clock) and a new
 --    fencing token.
--- KEYS: 1 queued, 2 scheduled, 3 retry, 4 active, 5 failed, 6 stats, 7 notify, 8 token
+-- KEYS: 1 queued, 2 scheduled, 3 retry, 4 active, 5 failed, 6 stats, 7 notify, 8 token,
+--       9 completed
 -- ARGV: 1 job key prefix, 2 count, 3 lease ms, 4 worker id, 5 max lost leases,
---       6 failed retention ms, 7 notify cap
+--       6 failed retention ms, 7 notify cap, 8 completed retention ms
 -- Returns: {now_ms, next_wake_ms (-1 none), n_recovered, [id, outcome, type] * n_recovered,
 --           [id, token, type, payload, attempts, retries, timeout, enqueued_at, failures, lost]*}
 local t = redis.call('TIME')
@@ -13,6 +16,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local jobp, count, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local worker, max_lost, failed_ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local notify_cap = tonumber(ARGV[7])
+local done_ttl = tonumber(ARGV[8])
 
 local recovered = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
@@ -57,6 +61,9 @@ for z = 2, 3 do
     end
   end
 end
+
+if done_ttl > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - done_ttl) end
+if failed_ttl > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - failed_ttl) end
 
 local out = {now, -1, #recovered / 3}
 for _, v in ipairs(recovered) do out[#out + 1] = v end

@@ -68,6 +68,19 @@ def blocking(payload: dict[str, Any], ctx: JobContext) -> None:
     time.sleep(float(payload["seconds"]))
 
 
+async def block_loop(payload: dict[str, Any], ctx: JobContext) -> str:
+    """Like ``test_record`` (ledger line first), but then BLOCK the event loop: ``time.sleep``
+    of ``payload["seconds"]`` inside an ``async def`` (a badly written plugin)."""
+    line = json.dumps({"job_id": ctx.job_id, "attempt": ctx.attempt, "pid": os.getpid()}) + "\n"
+    fd = os.open(payload["ledger"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    time.sleep(float(payload["seconds"]))
+    return "ok"
+
+
 @hookimpl
 def workqueue_job_types() -> list[JobType]:
     return [
@@ -93,4 +106,9 @@ def workqueue_job_types() -> list[JobType]:
         ),
         JobType(name="test_kill_self", handler=kill_self, description="SIGKILL the worker"),
         JobType(name="test_blocking", handler=blocking, description="time.sleep in a thread"),
+        JobType(
+            name="test_block_loop",
+            handler=block_loop,
+            description="ledger line, then time.sleep in the event loop (blocks it)",
+        ),
     ]
