@@ -24,6 +24,8 @@ import redis
 from redis_server import RedisServer, free_port
 
 T = TypeVar("T")
+#: the ``redis_factory`` fixture's type (not imported 'from conftest': ambiguous under pytest)
+RedisFactory = Callable[..., RedisServer]
 
 
 def wait_for(
@@ -248,6 +250,7 @@ __all__ = [
     "ADMIN_USER",
     "AclRedisServer",
     "Forwarder",
+    "RedisFactory",
     "TlsFiles",
     "TlsRedisServer",
     "acl_lines",

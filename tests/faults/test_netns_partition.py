@@ -25,8 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RedisFactory
-from infra_support import enqueue_http, wait_for
+from infra_support import RedisFactory, enqueue_http, wait_for
 from services import Proc, Services, read_ledger
 
 pytestmark = pytest.mark.slow

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RedisFactory
-from infra_support import Forwarder, count_lines, enqueue_http, wait_for
+from infra_support import Forwarder, RedisFactory, count_lines, enqueue_http, wait_for
 from services import Services, read_ledger
 
 pytestmark = pytest.mark.slow
