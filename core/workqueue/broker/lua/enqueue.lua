@@ -8,7 +8,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local jobp, idemp, idem_ttl, notify_cap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local out = {now}
-local pushed, created = 0, 0
+local pushed, created, scheduled = 0, 0, 0
 for i = 5, #ARGV, 9 do
   local id, typ, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local delay, run_at = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
@@ -42,6 +42,7 @@ for i = 5, #ARGV, 9 do
     if status == 'scheduled' then
       redis.call('ZADD', KEYS[2], due, id)
       redis.call('HSET', key, 'run_at', due)
+      scheduled = scheduled + 1
     else
       redis.call('RPUSH', KEYS[1], id)
       pushed = pushed + 1
@@ -54,7 +55,9 @@ for i = 5, #ARGV, 9 do
   end
 end
 if created > 0 then redis.call('HINCRBY', KEYS[4], 'enqueued', created) end
-if pushed > 0 and redis.call('LLEN', KEYS[3]) < notify_cap then
+-- A scheduled job wakes one idle worker too, so it learns the new due time now rather than
+-- at the end of its idle wait (up to 5 s late).
+if (pushed > 0 or scheduled > 0) and redis.call('LLEN', KEYS[3]) < notify_cap then
   redis.call('RPUSH', KEYS[3], '1')
 end
 return out
