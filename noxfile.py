@@ -59,6 +59,21 @@ def schemathesis(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def acl(session: nox.Session) -> None:
+    """The integration and fault suites as a restricted Redis user (T30).
+
+    tests/acl_run.py starts a private redis-server whose default user is off and whose test
+    user has ``~wqtest-* &* +@all -@dangerous -@admin`` (no KEYS, FLUSH*, CONFIG, DEBUG,
+    INFO...), runs ``pytest tests/integration tests/faults -m "not soak"`` as that user and
+    fails if any command was refused. Takes about as long as those suites (~5 min here).
+    """
+    session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
+    for plugin in PLUGINS:
+        session.install("-e", f"{plugin}[test]")
+    session.run("python", "tests/acl_run.py", *session.posargs)
+
+
+@nox.session(python="3.11")
 def soak(session: nox.Session) -> None:
     """Long load tests (a million jobs; memory must come back): ``pytest -m soak tests/faults``.
 

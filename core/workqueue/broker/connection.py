@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import AuthenticationWrongNumberOfArgsError as AuthArgsError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["create_redis"]
+__all__ = ["create_redis", "setup_problem"]
 
 
 class _WriteOnClosedTransportIsConnectionError:
@@ -48,12 +52,20 @@ def create_redis(
 ) -> Redis:
     """A client for ``redis://`` or ``rediss://`` URLs (user and password in the URL).
 
+    For ``rediss://`` the server certificate is verified and its hostname checked, whatever
+    the redis-py version's defaults are; the URL's query parameters (``ssl_ca_certs``,
+    ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``, ``ssl_check_hostname``) override.
+
     A command whose connection breaks is retried ``retries`` times with a short backoff: every
     job script is safe to repeat (enqueue is keyed by job id, finish ops are fenced and report
     "duplicate" when they were already applied).
     """
+    tls: dict[str, Any] = {}
+    if urlsplit(url).scheme == "rediss":
+        tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
     redis: Redis = Redis.from_url(
         url,
+        **tls,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         socket_keepalive=True,
@@ -67,3 +79,26 @@ def create_redis(
     pool = redis.connection_pool
     pool.connection_class = _safe_connection_class(pool.connection_class)
     return redis
+
+
+def setup_problem(exc: BaseException) -> str | None:
+    """What to fix when ``exc`` is a set-up error that waiting will not cure (a refused
+    login, a failed TLS handshake, a missing ACL permission); ``None`` for an outage."""
+    if isinstance(exc, AuthenticationError | AuthArgsError):
+        return "Redis refused the login: check the user and password in the Redis URL"
+    if isinstance(exc, NoPermissionError):
+        return (
+            "the Redis user lacks a permission WorkQueue needs "
+            "(see docs/operations.md, 'TLS and a restricted ACL user')"
+        )
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLError) or "[SSL" in str(seen):
+            return (
+                "the TLS handshake with Redis failed: check the server certificate, "
+                "ssl_ca_certs and the host name in the Redis URL"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None

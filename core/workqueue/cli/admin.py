@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workqueue.broker.broker import Broker, BrokerConfig
+from workqueue.broker.connection import setup_problem
 from workqueue.cli.options import broker_options, redis_url_option
 from workqueue.errors import WorkQueueError
 from workqueue.log import redact_url
@@ -57,7 +58,9 @@ def _run(
     try:
         return asyncio.run(main())
     except (RedisError, OSError) as exc:
-        _fail(f"cannot reach Redis at {redact_url(redis_url)}: {_one_line(exc)}")
+        problem = setup_problem(exc)
+        hint = f" ({problem})" if problem else ""
+        _fail(f"cannot reach Redis at {redact_url(redis_url)}: {_one_line(exc)}{hint}")
     except WorkQueueError as exc:
         _fail(_one_line(exc))
 

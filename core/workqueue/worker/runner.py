@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from workqueue import clock
 from workqueue.broker.broker import Broker, FinishOp
-from workqueue.broker.connection import create_redis
+from workqueue.broker.connection import create_redis, setup_problem
 from workqueue.errors import ConfigurationError, InvalidJobError, PluginError
 from workqueue.hookspecs import JobEvent, WorkerInfo
 from workqueue.job import ReservedJob, ms_to_datetime
@@ -52,6 +52,21 @@ __all__ = ["Worker", "WorkerStats"]
 RECONNECT_MAX_SECONDS = 5.0
 #: the outcome of a job cancelled by a graceful stop: handed back, not counted as failed
 RELEASE = Outcome("release")
+
+
+def _log_redis_error(doing: str, exc: BaseException, retry_in: float) -> None:
+    """An outage is a warning; a set-up error (login, TLS, ACL) is an error that says what
+    to fix. Either way the caller retries after ``retry_in`` seconds (bounded backoff)."""
+    problem = setup_problem(exc)
+    if problem is None:
+        logger.warning(
+            "redis unavailable while {} ({}); retrying in {:.1f}s",
+            doing,
+            sanitize(exc, 200),
+            retry_in,
+        )
+    else:
+        logger.error("{} ({}); retrying in {:.1f}s", problem, sanitize(exc, 200), retry_in)
 
 
 class _AttemptTimedOut(Exception):
@@ -247,11 +262,7 @@ class Worker:
                 got, wait_s = await self._reserve(free)
                 backoff = 0.1
             except (RedisError, OSError) as exc:
-                logger.warning(
-                    "redis unavailable while fetching ({}); retrying in {:.1f}s",
-                    sanitize(exc, 200),
-                    backoff,
-                )
+                _log_redis_error("fetching", exc, backoff)
                 await self._wait_any(asyncio.sleep(backoff))
                 backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
                 continue
@@ -262,7 +273,7 @@ class Worker:
                     self.broker.wait_for_work(self._blocking, self.settings.queues, wait_s)
                 )
             except (RedisError, OSError) as exc:
-                logger.warning("redis unavailable while waiting ({})", sanitize(exc, 200))
+                _log_redis_error("waiting", exc, backoff)
                 await self._wait_any(asyncio.sleep(backoff))
                 backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 
@@ -465,7 +476,8 @@ class Worker:
                     "redis unavailable while reporting outcomes ({})", sanitize(exc, 200)
                 )
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+                # never wait longer than a renewal interval once Redis is back
+                backoff = min(backoff * 2, RECONNECT_MAX_SECONDS, self.settings.lease_seconds / 3)
                 continue
             self._settling = []
             iters = {q: iter(v) for q, v in outcomes.items()}

@@ -22,7 +22,7 @@ for s = 1, nshapes do
   shapes[s] = {ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 6], ARGV[b + 7], due, status}
 end
 local out = {now}
-local pushed, created = {}, 0
+local pushed, created, scheduled = {}, 0, 0
 for i = 6 + nshapes * 7, #ARGV, 3 do
   local id, payload = ARGV[i], ARGV[i + 1]
   local shape = shapes[tonumber(ARGV[i + 2])]
@@ -50,6 +50,7 @@ for i = 6 + nshapes * 7, #ARGV, 3 do
     if status == 'scheduled' then
       redis.call('ZADD', KEYS[2], shape[6], id)
       redis.call('HSET', key, 'run_at', shape[6])
+      scheduled = scheduled + 1
     else
       pushed[#pushed + 1] = id
     end
@@ -62,7 +63,9 @@ for s = 1, #pushed, 500 do
   redis.call('RPUSH', KEYS[1], unpack(pushed, s, math.min(s + 499, #pushed)))
 end
 if created > 0 then redis.call('HINCRBY', KEYS[4], 'enqueued', created) end
-if #pushed > 0 and redis.call('LLEN', KEYS[3]) < notify_cap then
+-- A scheduled job wakes one idle worker too, so it learns the new due time now rather than
+-- at the end of its idle wait (up to 5 s late).
+if (#pushed > 0 or scheduled > 0) and redis.call('LLEN', KEYS[3]) < notify_cap then
   redis.call('RPUSH', KEYS[3], '1')
 end
 return out
