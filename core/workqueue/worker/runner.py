@@ -34,7 +34,7 @@ from workqueue.errors import ConfigurationError, InvalidJobError, PluginError
 from workqueue.hookspecs import JobEvent, WorkerInfo
 from workqueue.job import ReservedJob, ms_to_datetime
 from workqueue.jobtypes import NAME_PATTERN, JobContext
-from workqueue.log import sanitize
+from workqueue.log import EventBatch, sanitize
 from workqueue.plugins import WorkQueuePluginManager, plugin_label
 from workqueue.registry import Registry
 from workqueue.settings import WorkerSettings
@@ -125,6 +125,7 @@ class Worker:
         self._reserve_id = uuid.uuid4().hex
         #: outcomes of the finish call in flight (their leases are still renewed)
         self._settling: list[_Pending] = []
+        self._events = EventBatch()
         self._finish_wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
@@ -314,8 +315,15 @@ class Worker:
                     )
                 else:
                     log.warning("recovered after a lost lease: requeued")
+            events = self._events
+            started = events.enabled("INFO")
+            extra = (("queue", queue),)
             for job in result.jobs:
+                if started:
+                    events.add("INFO", job.id, job.type, job.attempt, "started", extra)
                 self._start(job)
+            # One write for the whole reply, before any of the jobs runs.
+            events.write()
             got += len(result.jobs)
             if result.next_wake_ms is not None:
                 wait_s = min(wait_s, max(0.0, (result.next_wake_ms - result.now_ms) / 1000))
@@ -354,7 +362,6 @@ class Worker:
                 timeout=job.timeout,
                 logger=log,
             )
-            log.info("started")
             self._emit("started", job)
             timeout = job.timeout if job.timeout > 0 else job_type.timeout
             deadline = asyncio.timeout(timeout)
@@ -408,6 +415,7 @@ class Worker:
     ) -> None:
         if not self._observed or self.pm is None:
             return
+        self._events.write()  # an observer's own log lines come after this event's line
         event = JobEvent(
             kind, job.id, job.type, job.queue, job.attempt, self.settings.worker_id, duration, error
         )
@@ -469,48 +477,92 @@ class Worker:
                 continue
             self._settling = []
             iters = {q: iter(v) for q, v in outcomes.items()}
-            for item in batch:
-                outcome = next(iters[item.job.queue])
-                if outcome == "duplicate":
-                    outcome = _applied_outcome(item)
-                self._log_outcome(item, outcome)
+            try:
+                for item in batch:
+                    outcome = next(iters[item.job.queue])
+                    if outcome == "duplicate":
+                        outcome = _applied_outcome(item)
+                    self._log_outcome(item, outcome)
+            finally:
+                # One write for the whole batch, in the same synchronous stretch.
+                self._events.write()
 
     def _log_outcome(self, item: _Pending, outcome: str) -> None:
         job = item.job
-        log = logger.bind(job_id=job.id, type=job.type, attempt=job.attempt, queue=job.queue)
+        events = self._events
         ms = item.duration_s * 1000
+        extra = (("queue", job.queue),)
         if outcome in ("completed", "retrying", "failed"):
             self.histogram.observe(
                 job.type, "succeeded" if outcome == "completed" else "failed", item.duration_s
             )
         if outcome == "completed":
             self.stats.succeeded += 1
-            log.info("succeeded in {:.1f} ms", ms)
+            events.add("INFO", job.id, job.type, job.attempt, f"succeeded in {ms:.1f} ms", extra)
             self._emit("succeeded", job, item.duration_s)
         elif outcome == "retrying":
             self.stats.failed_attempts += 1
             self.stats.retried += 1
-            log.warning("attempt failed after {:.1f} ms: {}", ms, item.error)
-            log.warning("retry scheduled in {:.2f}s", item.op.delay_ms / 1000)
+            events.add(
+                "WARNING",
+                job.id,
+                job.type,
+                job.attempt,
+                f"attempt failed after {ms:.1f} ms: {item.error}",
+                extra,
+            )
+            events.add(
+                "WARNING",
+                job.id,
+                job.type,
+                job.attempt,
+                f"retry scheduled in {item.op.delay_ms / 1000:.2f}s",
+                extra,
+            )
             self._emit("attempt_failed", job, item.duration_s, item.error)
             self._emit("retry_scheduled", job, item.duration_s, item.error)
         elif outcome == "failed":
             self.stats.failed_attempts += 1
             self.stats.failed += 1
-            log.error("failed for good after {} attempt(s): {}", job.attempt, item.error)
+            events.add(
+                "ERROR",
+                job.id,
+                job.type,
+                job.attempt,
+                f"failed for good after {job.attempt} attempt(s): {item.error}",
+                extra,
+            )
             self._emit("attempt_failed", job, item.duration_s, item.error)
             self._emit("failed", job, item.duration_s, item.error)
         elif outcome == "released":
             self.stats.released += 1
-            log.info("released back to the queue (worker stopping)")
+            events.add(
+                "INFO",
+                job.id,
+                job.type,
+                job.attempt,
+                "released back to the queue (worker stopping)",
+                extra,
+            )
         elif outcome == "stale":
             self.stats.stale += 1
-            log.warning(
-                "stale lease: {} refused (the lease expired and the job was handed on)",
-                item.op.op,
+            events.add(
+                "WARNING",
+                job.id,
+                job.type,
+                job.attempt,
+                f"stale lease: {item.op.op} refused (the lease expired and the job was handed on)",
+                extra,
             )
         elif outcome == "missing":
-            log.warning("job record vanished before its outcome was reported")
+            events.add(
+                "WARNING",
+                job.id,
+                job.type,
+                job.attempt,
+                "job record vanished before its outcome was reported",
+                extra,
+            )
 
     # -- leases and heartbeat --------------------------------------------------------------
 
