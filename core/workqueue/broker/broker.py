@@ -36,8 +36,7 @@ class BrokerConfig:
     max_lost_leases: int = 3
 
 
-@dataclass(frozen=True, slots=True)
-class FinishOp:
+class FinishOp(msgspec.Struct, frozen=True):
     """One outcome for ``finish``: ack with a result, fail, or release."""
 
     op: Literal["ack", "fail", "release"]

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import os
 import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from loguru import logger
@@ -46,6 +48,9 @@ from workqueue.worker.execution import (
     run_handler,
 )
 from workqueue.worker.metrics import RunTimeHistogram, collect, render_prometheus, wants_prometheus
+
+if TYPE_CHECKING:
+    from loguru import Logger
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -76,8 +81,7 @@ class WorkerStats:
     last_fetch_at: float = 0.0
 
 
-@dataclass(slots=True)
-class _Pending:
+class _Pending(msgspec.Struct):
     job: ReservedJob
     op: FinishOp
     duration_s: float
@@ -94,6 +98,25 @@ def _applied_outcome(item: _Pending) -> str:
         return "released"
     retry = op.delay_ms >= 0 and item.job.failures + 1 <= item.job.retries
     return "retrying" if retry else "failed"
+
+
+class _JobLogger:
+    """``ctx.logger``: bound to the job on first use, as most handlers never log."""
+
+    __slots__ = ("_bound", "_job")
+
+    def __init__(self, job: ReservedJob) -> None:
+        self._job = job
+        self._bound: Logger | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        bound = self._bound
+        if bound is None:
+            job = self._job
+            bound = self._bound = logger.bind(
+                job_id=job.id, type=job.type, attempt=job.attempt, queue=job.queue
+            )
+        return getattr(bound, name)
 
 
 class Worker:
@@ -121,6 +144,12 @@ class Worker:
         )
         self._running: dict[str, tuple[ReservedJob, asyncio.Task[None]]] = {}
         self._lost: set[str] = set()
+        # Attempt timeouts: one timer for the earliest deadline instead of one per job.
+        self._deadlines: list[tuple[float, int, asyncio.Task[None]]] = []
+        self._deadline_seq = itertools.count()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
+        self._timed_out: set[asyncio.Task[None]] = set()
         self._pending: list[_Pending] = []
         self._reserve_id = uuid.uuid4().hex
         #: outcomes of the finish call in flight (their leases are still renewed)
@@ -190,6 +219,8 @@ class Worker:
                 task.cancel()
             # redis-py may swallow a cancellation mid-command; never wait on it forever.
             await asyncio.wait(helpers, timeout=2)
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             if self._metrics_server is not None:
                 self._metrics_server.close()
             await self._unregister()
@@ -331,16 +362,48 @@ class Worker:
 
     def _start(self, job: ReservedJob) -> None:
         self.stats.reserved += 1
-        task = asyncio.create_task(self._run_job(job), name=f"wq-job-{job.id}")
+        task = asyncio.create_task(self._run_job(job))
         self._running[job.id] = (job, task)
+
+    def _arm_deadline(self, task: asyncio.Task[None], timeout: float) -> None:
+        """Cancel ``task`` (as timed out) ``timeout`` seconds from now unless it is done."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + timeout
+        heap = self._deadlines
+        heapq.heappush(heap, (when, next(self._deadline_seq), task))
+        if self._watchdog is None or when < self._watchdog_at:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watchdog = loop.call_at(when, self._on_deadline)
+            self._watchdog_at = when
+        if len(heap) > 2 * len(self._running) + 1024:
+            # Entries of finished jobs are dropped lazily; keep the heap near the running set.
+            self._deadlines = [entry for entry in heap if not entry[2].done()]
+            heapq.heapify(self._deadlines)
+
+    def _on_deadline(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        heap = self._deadlines
+        while heap and (heap[0][0] <= now or heap[0][2].done()):
+            _when, _seq, task = heapq.heappop(heap)
+            if not task.done():
+                self._timed_out.add(task)
+                task.cancel()
+        if heap:
+            self._watchdog_at = heap[0][0]
+            self._watchdog = loop.call_at(self._watchdog_at, self._on_deadline)
+        else:
+            self._watchdog = None
 
     # -- running a job ---------------------------------------------------------------------
 
     async def _run_job(self, job: ReservedJob) -> None:
-        log = logger.bind(job_id=job.id, type=job.type, attempt=job.attempt, queue=job.queue)
+        log = _JobLogger(job)
         job_type = self.registry.get(job.type)
         started = time.perf_counter()
         outcome: Outcome | None = None
+        timeout = 0.0
         try:
             if job_type is None and not NAME_PATTERN.match(job.type):
                 raise InvalidJobError(f"job type {job.type!r} is not a valid job type name")
@@ -352,26 +415,21 @@ class Worker:
                 self.registry, job_type, job.payload, self.settings.max_payload_bytes
             )
             ctx = JobContext(
-                job_id=job.id,
-                type=job.type,
-                queue=job.queue,
-                attempt=job.attempt,
-                retries=job.retries,
-                enqueued_at=ms_to_datetime(job.enqueued_at_ms),  # type: ignore[arg-type]
-                worker_id=self.settings.worker_id,
-                timeout=job.timeout,
-                logger=log,
+                job.id,
+                job.type,
+                job.queue,
+                job.attempt,
+                job.retries,
+                ms_to_datetime(job.enqueued_at_ms),  # type: ignore[arg-type]
+                self.settings.worker_id,
+                job.timeout,
+                cast("Logger", log),
             )
-            self._emit("started", job)
+            if self._observed:
+                self._emit("started", job)
             timeout = job.timeout if job.timeout > 0 else job_type.timeout
-            deadline = asyncio.timeout(timeout)
-            try:
-                async with deadline:
-                    result = await run_handler(job_type, payload, ctx, self._executor)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise  # the handler's own TimeoutError: an ordinary failed attempt
-                raise _AttemptTimedOut(f"timed out after {timeout:g}s") from None
+            self._arm_deadline(asyncio.current_task(), timeout)  # type: ignore[arg-type]
+            result = await run_handler(job_type, payload, ctx, self._executor)
             encoded, warning = encode_result(result, self.settings.max_result_bytes)
             if warning:
                 log.warning("{}; stored as null", warning)
@@ -380,14 +438,16 @@ class Worker:
             if job.id in self._lost:
                 log.warning("lease lost while running: outcome dropped (job runs elsewhere)")
                 return
-            if not self._releasing:
+            if asyncio.current_task() in self._timed_out:
+                exc = _AttemptTimedOut(f"timed out after {timeout:g}s")
+                delay = failure_outcome(exc, job_type, job.failures).delay_ms
+                outcome = Outcome("fail", str(exc), delay)
+            elif self._releasing:
+                outcome = RELEASE
+            else:
                 raise
-            outcome = RELEASE
         except InvalidJobError as exc:
             outcome = Outcome("fail", f"invalid job: {sanitize(str(exc), 2000)}", -1)
-        except _AttemptTimedOut as exc:
-            delay = failure_outcome(exc, job_type, job.failures).delay_ms
-            outcome = Outcome("fail", str(exc), delay)
         except Exception as exc:
             outcome = failure_outcome(exc, job_type, job.failures)
         finally:
@@ -395,6 +455,8 @@ class Worker:
                 self._settle(job, outcome, time.perf_counter() - started)
             self._running.pop(job.id, None)
             self._lost.discard(job.id)
+            if self._timed_out:
+                self._timed_out.discard(asyncio.current_task())
             self._slot_free.set()
 
     def _settle(self, job: ReservedJob, outcome: Outcome, duration_s: float) -> None:
