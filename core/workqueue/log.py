@@ -377,6 +377,22 @@ def _format_json(record: Record) -> str:
 
 # --- job events in batches -----------------------------------------------------------------
 
+
+def _safe_text(value: str) -> str:
+    """A column value as the text format shows it; plain ASCII (ids, names) as it is."""
+    if value and value.isascii() and value.isprintable():
+        return value
+    return _text_value(value)
+
+
+def _logfmt_pairs(extra: tuple[tuple[str, object], ...]) -> str:
+    return " | " + " ".join(f"{_escape(key)}={_logfmt_value(value)}" for key, value in extra)
+
+
+# Rendered logfmt tails of the few distinct all-str extras the worker uses (("queue", q),).
+_pairs_cache: dict[tuple[tuple[str, object], ...], str] = {}
+_PAIRS_CACHE_MAX = 256
+
 _LEVEL_NOS = {"DEBUG": 10, "INFO": 20, "SUCCESS": 25, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 _second_cache: list[Any] = [-1, ""]
 
@@ -449,15 +465,21 @@ class EventBatch:
             line = _JSON_UNSAFE_RE.sub(_json_escape_char, text)
         else:
             shown_attempt = _MISSING if attempt is None else attempt
+            if not (message.isascii() and message.isprintable()):
+                message = _escape(message)
             line = (
                 f"{stamp} | {level} | {state.role_text} | {state.worker_text}"
-                f" | job={_text_value(job_id)} | type={_text_value(job_type)}"
-                f" | attempt={shown_attempt} | {_escape(message)}"
+                f" | job={_safe_text(job_id)} | type={_safe_text(job_type)}"
+                f" | attempt={shown_attempt} | {message}"
             )
             if extra:
-                line += " | " + " ".join(
-                    f"{_escape(key)}={_logfmt_value(value)}" for key, value in extra
-                )
+                cacheable = all(type(value) is str for _key, value in extra)
+                pairs = _pairs_cache.get(extra) if cacheable else None
+                if pairs is None:
+                    pairs = _logfmt_pairs(extra)
+                    if cacheable and len(_pairs_cache) < _PAIRS_CACHE_MAX:
+                        _pairs_cache[extra] = pairs
+                line += pairs
         runs = self._runs
         if runs and runs[-1][0] == level:
             runs[-1][1].append(line)
