@@ -389,7 +389,7 @@ def _logfmt_pairs(extra: tuple[tuple[str, object], ...]) -> str:
     return " | " + " ".join(f"{_escape(key)}={_logfmt_value(value)}" for key, value in extra)
 
 
-# Rendered logfmt tails of the few distinct all-str extras the worker uses (("queue", q),).
+# Rendered logfmt tails of the few distinct extras the worker uses (("queue", q),).
 _pairs_cache: dict[tuple[tuple[str, object], ...], str] = {}
 _PAIRS_CACHE_MAX = 256
 
@@ -473,7 +473,7 @@ class EventBatch:
                 f" | attempt={shown_attempt} | {message}"
             )
             if extra:
-                cacheable = all(type(value) is str for _key, value in extra)
+                cacheable = len(extra) == 1 and type(extra[0][1]) is str
                 pairs = _pairs_cache.get(extra) if cacheable else None
                 if pairs is None:
                     pairs = _logfmt_pairs(extra)

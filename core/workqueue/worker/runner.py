@@ -155,6 +155,7 @@ class Worker:
         #: outcomes of the finish call in flight (their leases are still renewed)
         self._settling: list[_Pending] = []
         self._events = EventBatch()
+        self._extras: dict[str, tuple[tuple[str, object], ...]] = {}
         self._finish_wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
@@ -348,7 +349,7 @@ class Worker:
                     log.warning("recovered after a lost lease: requeued")
             events = self._events
             started = events.enabled("INFO")
-            extra = (("queue", queue),)
+            extra = self._queue_extra(queue)
             for job in result.jobs:
                 if started:
                     events.add("INFO", job.id, job.type, job.attempt, "started", extra)
@@ -359,6 +360,13 @@ class Worker:
             if result.next_wake_ms is not None:
                 wait_s = min(wait_s, max(0.0, (result.next_wake_ms - result.now_ms) / 1000))
         return got, wait_s
+
+    def _queue_extra(self, queue: str) -> tuple[tuple[str, object], ...]:
+        """The ``queue=`` pair of a job's event lines (one tuple per queue, reused)."""
+        extra = self._extras.get(queue)
+        if extra is None:
+            extra = self._extras[queue] = (("queue", queue),)
+        return extra
 
     def _start(self, job: ReservedJob) -> None:
         self.stats.reserved += 1
@@ -553,7 +561,7 @@ class Worker:
         job = item.job
         events = self._events
         ms = item.duration_s * 1000
-        extra = (("queue", job.queue),)
+        extra = self._queue_extra(job.queue)
         if outcome in ("completed", "retrying", "failed"):
             self.histogram.observe(
                 job.type, "succeeded" if outcome == "completed" else "failed", item.duration_s
