@@ -61,8 +61,9 @@ Job events in batches
     outcomes reach the sinks in one loguru call per run of same-level lines (the pre-rendered
     text travels in a private extra key the formatters emit as is). A line per event still,
     in event order; a batch costs about one ordinary log call, where a log call per event cost
-    more than the job itself. Another sink someone adds to loguru sees such a batch as one
-    record with the message ``"N job events"``.
+    more than the job itself. The worker gathers lines for up to 50 ms before a write (see
+    docs/operations.md). Another sink someone adds to loguru sees such a batch as one record
+    with the message ``"N job events"``.
 
 Flushing
     The sinks use ``enqueue=True``: a log call formats the line and hands it to a writer

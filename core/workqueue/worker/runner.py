@@ -20,6 +20,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "WorkerStats"]
 
 RECONNECT_MAX_SECONDS = 5.0
+#: job event lines wait at most this long to be handed to the log sinks, in one call...
+EVENT_WRITE_SECONDS = 0.05
+#: ...or until this many are waiting
+EVENT_WRITE_LINES = 2000
 #: the outcome of a job cancelled by a graceful stop: handed back, not counted as failed
 RELEASE = Outcome("release")
 
@@ -103,15 +108,17 @@ def _applied_outcome(item: _Pending) -> str:
 class _JobLogger:
     """``ctx.logger``: bound to the job on first use, as most handlers never log."""
 
-    __slots__ = ("_bound", "_job")
+    __slots__ = ("_before_first_use", "_bound", "_job")
 
-    def __init__(self, job: ReservedJob) -> None:
+    def __init__(self, job: ReservedJob, before_first_use: Callable[[], None]) -> None:
         self._job = job
         self._bound: Logger | None = None
+        self._before_first_use = before_first_use
 
     def __getattr__(self, name: str) -> Any:
         bound = self._bound
         if bound is None:
+            self._before_first_use()  # the job's "started" line comes before its own lines
             job = self._job
             bound = self._bound = logger.bind(
                 job_id=job.id, type=job.type, attempt=job.attempt, queue=job.queue
@@ -155,6 +162,7 @@ class Worker:
         #: outcomes of the finish call in flight (their leases are still renewed)
         self._settling: list[_Pending] = []
         self._events = EventBatch()
+        self._events_timer: asyncio.TimerHandle | None = None
         self._extras: dict[str, tuple[tuple[str, object], ...]] = {}
         self._finish_wake = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -222,6 +230,7 @@ class Worker:
             await asyncio.wait(helpers, timeout=2)
             if self._watchdog is not None:
                 self._watchdog.cancel()
+            self._write_events()
             if self._metrics_server is not None:
                 self._metrics_server.close()
             await self._unregister()
@@ -354,12 +363,27 @@ class Worker:
                 if started:
                     events.add("INFO", job.id, job.type, job.attempt, "started", extra)
                 self._start(job)
-            # One write for the whole reply, before any of the jobs runs.
-            events.write()
+            self._events_added()
             got += len(result.jobs)
             if result.next_wake_ms is not None:
                 wait_s = min(wait_s, max(0.0, (result.next_wake_ms - result.now_ms) / 1000))
         return got, wait_s
+
+    def _events_added(self) -> None:
+        """Job event lines were added: write them soon, many reserve and finish batches in one
+        loguru call (each call is a record pickled through a pipe to the writer thread, and
+        that thread gets the GIL only between the loop's time slices)."""
+        if len(self._events) >= EVENT_WRITE_LINES:
+            self._write_events()
+        elif self._events_timer is None and len(self._events):
+            loop = asyncio.get_running_loop()
+            self._events_timer = loop.call_later(EVENT_WRITE_SECONDS, self._write_events)
+
+    def _write_events(self) -> None:
+        if self._events_timer is not None:
+            self._events_timer.cancel()
+            self._events_timer = None
+        self._events.write()
 
     def _queue_extra(self, queue: str) -> tuple[tuple[str, object], ...]:
         """The ``queue=`` pair of a job's event lines (one tuple per queue, reused)."""
@@ -407,7 +431,7 @@ class Worker:
     # -- running a job ---------------------------------------------------------------------
 
     async def _run_job(self, job: ReservedJob) -> None:
-        log = _JobLogger(job)
+        log = _JobLogger(job, self._write_events)
         job_type = self.registry.get(job.type)
         started = time.perf_counter()
         outcome: Outcome | None = None
@@ -485,7 +509,7 @@ class Worker:
     ) -> None:
         if not self._observed or self.pm is None:
             return
-        self._events.write()  # an observer's own log lines come after this event's line
+        self._write_events()  # an observer's own log lines come after this event's line
         event = JobEvent(
             kind, job.id, job.type, job.queue, job.attempt, self.settings.worker_id, duration, error
         )
@@ -554,8 +578,7 @@ class Worker:
                         outcome = _applied_outcome(item)
                     self._log_outcome(item, outcome)
             finally:
-                # One write for the whole batch, in the same synchronous stretch.
-                self._events.write()
+                self._events_added()
 
     def _log_outcome(self, item: _Pending, outcome: str) -> None:
         job = item.job
