@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from workqueue.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -105,9 +107,11 @@ class JobType:
             raise ConfigurationError(f"job type {self.name!r}: timeout must be > 0 seconds")
 
 
-@dataclass(frozen=True, slots=True)
-class JobContext:
-    """What a handler knows about the job it runs, and a logger bound to that job."""
+class JobContext(msgspec.Struct, frozen=True):
+    """What a handler knows about the job it runs, and a logger bound to that job.
+
+    Immutable; a msgspec ``Struct`` because the worker builds one per job.
+    """
 
     job_id: str
     type: str

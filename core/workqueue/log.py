@@ -54,6 +54,17 @@ Payloads
     error messages passed through :func:`sanitize`. URLs that may carry credentials go through
     :func:`redact_url`.
 
+Job events in batches
+    The worker writes its per-job events ("started", "succeeded in X ms", ...) through
+    :class:`EventBatch`: each line is rendered at once by this module, in the same format and
+    with the same escaping as above, and the lines of one reserve reply or one batch of
+    outcomes reach the sinks in one loguru call per run of same-level lines (the pre-rendered
+    text travels in a private extra key the formatters emit as is). A line per event still,
+    in event order; a batch costs about one ordinary log call, where a log call per event cost
+    more than the job itself. The worker gathers lines for up to 50 ms before a write (see
+    docs/operations.md). Another sink someone adds to loguru sees such a batch as one record
+    with the message ``"N job events"``.
+
 Flushing
     The sinks use ``enqueue=True``: a log call formats the line and hands it to a writer
     thread, so writing never blocks the asyncio loop on disk. On a normal interpreter exit
@@ -71,6 +82,7 @@ import os
 import re
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -83,6 +95,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LOG_FILE",
+    "EventBatch",
     "configure_logging",
     "redact_url",
     "sanitize",
@@ -128,6 +141,13 @@ class _State:
     active: bool = False
     json_lines: bool = False
     handler_ids: list[int] = field(default_factory=list)
+    #: the severity below which no sink of ours writes (EventBatch skips such events)
+    level_no: int = 0
+    #: the role and worker columns for EventBatch: as given, and escaped for the text format
+    role: str | None = None
+    worker: str | None = None
+    role_text: str = _MISSING
+    worker_text: str = _MISSING
 
 
 _state = _State()
@@ -356,6 +376,130 @@ def _format_json(record: Record) -> str:
     return "{extra[" + _JSON_KEY + "]}\n"
 
 
+# --- job events in batches -----------------------------------------------------------------
+
+
+def _safe_text(value: str) -> str:
+    """A column value as the text format shows it; plain ASCII (ids, names) as it is."""
+    if value and value.isascii() and value.isprintable():
+        return value
+    return _text_value(value)
+
+
+def _logfmt_pairs(extra: tuple[tuple[str, object], ...]) -> str:
+    return " | " + " ".join(f"{_escape(key)}={_logfmt_value(value)}" for key, value in extra)
+
+
+# Rendered logfmt tails of the few distinct extras the worker uses (("queue", q),).
+_pairs_cache: dict[tuple[tuple[str, object], ...], str] = {}
+_PAIRS_CACHE_MAX = 256
+
+_LEVEL_NOS = {"DEBUG": 10, "INFO": 20, "SUCCESS": 25, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+_second_cache: list[Any] = [-1, ""]
+
+
+def _utc_now_text(now: float) -> str:
+    """``now`` (epoch seconds) as the line's time column; the seconds part is cached."""
+    second = int(now)
+    cache = _second_cache
+    if cache[0] != second:
+        cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        cache[0] = second
+    return f"{cache[1]}.{int((now - second) * 1000):03d}Z"
+
+
+class EventBatch:
+    """Job event lines rendered cheaply and written through loguru a batch per call.
+
+    For the worker's hot path: :meth:`add` renders one event line at once (the time is the
+    moment of the call) in exactly the format of a ``logger.bind(job_id=..., type=...,
+    attempt=..., **extra).log(level, message)`` call, escaping included; :meth:`write` hands
+    every line added so far to the sinks in one loguru call per run of same-level lines, so a
+    batch of 50 events costs about what one ordinary log call does. Add and write in one
+    synchronous stretch of code (no ``await`` between them) and the lines keep their place
+    among all other log lines of the event loop. Events below the configured level are not
+    even rendered. Without :func:`configure_logging` (the core used as a library) each event
+    is an ordinary loguru call.
+    """
+
+    __slots__ = ("_runs",)
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[str, list[str]]] = []
+
+    def enabled(self, level: str) -> bool:
+        """Whether an event of ``level`` would be written by our sinks."""
+        return not _state.active or _LEVEL_NOS.get(level, 0) >= _state.level_no
+
+    def add(
+        self,
+        level: str,
+        job_id: str,
+        job_type: str,
+        attempt: int | None,
+        message: str,
+        extra: tuple[tuple[str, object], ...] = (),
+    ) -> None:
+        """Render one event line (``extra``: ``(key, value)`` pairs after the message)."""
+        state = _state
+        if not state.active:
+            bound = logger.bind(job_id=job_id, type=job_type, attempt=attempt, **dict(extra))
+            bound.log(level, message)
+            return
+        if _LEVEL_NOS.get(level, 0) < state.level_no:
+            return
+        stamp = _utc_now_text(time.time())
+        if state.json_lines:
+            data: dict[str, Any] = {
+                "time": stamp,
+                "level": level,
+                "role": state.role,
+                "worker": state.worker,
+                "job_id": job_id,
+                "type": job_type,
+                "attempt": attempt,
+                "event": message,
+            }
+            for key, value in extra:
+                data[f"extra_{key}" if key in _JSON_RESERVED else key] = value
+            text = json.dumps(_json_safe(data), ensure_ascii=False, separators=(",", ":"))
+            line = _JSON_UNSAFE_RE.sub(_json_escape_char, text)
+        else:
+            shown_attempt = _MISSING if attempt is None else attempt
+            if not (message.isascii() and message.isprintable()):
+                message = _escape(message)
+            line = (
+                f"{stamp} | {level} | {state.role_text} | {state.worker_text}"
+                f" | job={_safe_text(job_id)} | type={_safe_text(job_type)}"
+                f" | attempt={shown_attempt} | {message}"
+            )
+            if extra:
+                cacheable = len(extra) == 1 and type(extra[0][1]) is str
+                pairs = _pairs_cache.get(extra) if cacheable else None
+                if pairs is None:
+                    pairs = _logfmt_pairs(extra)
+                    if cacheable and len(_pairs_cache) < _PAIRS_CACHE_MAX:
+                        _pairs_cache[extra] = pairs
+                line += pairs
+        runs = self._runs
+        if runs and runs[-1][0] == level:
+            runs[-1][1].append(line)
+        else:
+            runs.append((level, [line]))
+
+    def write(self) -> None:
+        """Hand the lines added so far to the sinks, then start empty."""
+        runs, self._runs = self._runs, []
+        key = _JSON_KEY if _state.json_lines else _TEXT_KEY
+        for level, lines in runs:
+            # The text is carried pre-rendered in the private extra key the formatters use,
+            # so it is neither escaped again nor rendered as one event of its own.
+            logger.bind(**{key: "\n".join(lines)}).log(level, "{} job events", len(lines))
+
+    def __len__(self) -> int:
+        return sum(len(lines) for _level, lines in self._runs)
+
+
 # --- set-up ---------------------------------------------------------------------------------
 
 
@@ -438,6 +582,9 @@ def configure_logging(
         old_ids = _state.handler_ids
         _state.handler_ids = new_ids
         _state.json_lines = json_lines
+        _state.level_no = logger.level(level).no
+        _state.role, _state.worker = role, worker_id
+        _state.role_text, _state.worker_text = _text_value(role), _text_value(worker_id)
         _state.active = True
         logger.configure(extra=defaults, patcher=_patch)
         _remove_handlers([0, *old_ids])  # 0 is loguru's default stderr handler
@@ -455,4 +602,5 @@ def shutdown_logging() -> None:
         _state.handler_ids = []
         _state.active = False
         _state.json_lines = False
+        _state.level_no = 0
         logger.configure(extra={})

@@ -235,3 +235,28 @@ async def test_idempotency_key(client: Client) -> None:
     with pytest.raises(IdempotencyConflict):
         await client.enqueue("test_echo", {"x": 2}, idempotency_key="order-7")
     assert (await client.broker.queue_stats("default"))["queued"] == 1
+
+
+async def test_every_job_event_line_is_written_by_a_graceful_stop(
+    client: Client, workers: WorkerProcs
+) -> None:
+    # Given a worker that ran 300 jobs (event lines reach the sinks in batches)
+    w = workers.start()
+    jobs = await client.enqueue_many([("test_echo", {"n": n}) for n in range(300)])
+    for job in jobs:
+        await wait_for(client, job.id, {"completed"})
+    # When it is stopped right after the last one
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(timeout=20) == 0
+    # Then each job has exactly one "started" line followed by one "succeeded" line
+    lines = workers.log_file(0).read_text().splitlines()
+    position: dict[tuple[str, str], int] = {}
+    for index, line in enumerate(lines):
+        fields = line.split(" | ")
+        if len(fields) >= 8 and fields[4].startswith("job=") and fields[4] != "job=-":
+            event = "started" if fields[7] == "started" else fields[7].split(" ")[0]
+            key = (fields[4][4:], event)
+            assert key not in position, f"two {event} lines for one job: {line}"
+            position[key] = index
+    for job in jobs:
+        assert position[(job.id, "started")] < position[(job.id, "succeeded")]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from workqueue.log import configure_logging, redact_url, sanitize, shutdown_logging
+from workqueue.log import EventBatch, configure_logging, redact_url, sanitize, shutdown_logging
 
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 LINE_START = re.compile(rf"^{TIME} \| ")
@@ -227,6 +227,117 @@ def test_json_exception_is_a_string_field(tmp_path: Path) -> None:
     assert record["event"] == "failed for good"
     assert record["exception"].startswith("Traceback (most recent call last):")
     assert record["exception"].endswith("RuntimeError: bad\nthing")
+
+
+# --- job events in batches -----------------------------------------------------------------
+
+
+def _strip_time(line: str) -> str:
+    return line.split(" | ", 1)[1]
+
+
+def test_batched_events_are_the_lines_single_calls_write(tmp_path: Path) -> None:
+    # Given the same events written through single loguru calls and through an EventBatch
+    log_file = text_config(tmp_path, worker_id="w-1")
+    evil = "boom\n2026-01-01T00:00:00.000Z | INFO | forged \u2028 {extra}"
+    single = logger.bind(job_id="j1", type="test_echo", attempt=2, queue="default")
+    single.info("started")
+    single.warning("attempt failed after 1.0 ms: {}", evil)
+    logger.bind(job_id="j1", type="test_echo", queue="q x").error("recovered")
+    batch = EventBatch()
+    batch.add("INFO", "j1", "test_echo", 2, "started", (("queue", "default"),))
+    batch.add(
+        "WARNING",
+        "j1",
+        "test_echo",
+        2,
+        f"attempt failed after 1.0 ms: {evil}",
+        (("queue", "default"),),
+    )
+    batch.add("ERROR", "j1", "test_echo", None, "recovered", (("queue", "q x"),))
+    batch.write()
+    # Then each event is one line, identical but for the time, user text escaped
+    lines = read_lines(log_file)
+    assert len(lines) == 6
+    assert all(LINE_START.match(line) for line in lines)
+    assert [_strip_time(x) for x in lines[:3]] == [_strip_time(x) for x in lines[3:]]
+    assert "forged \\u2028 {extra} | queue=default" in lines[4]
+    assert lines[5].endswith('attempt=- | recovered | queue="q x"')
+
+
+def test_batched_events_keep_their_order_among_levels_and_other_lines(tmp_path: Path) -> None:
+    log_file = text_config(tmp_path)
+    batch = EventBatch()
+    logger.info("before")
+    for number in range(5):
+        level = "WARNING" if number == 2 else "INFO"
+        batch.add(level, f"j{number}", "t", 1, f"event {number}")
+    batch.write()
+    logger.info("after")
+    assert len(batch) == 0
+    messages = [line.rsplit(" | ", 1)[1] for line in read_lines(log_file)]
+    assert messages == ["before", *(f"event {n}" for n in range(5)), "after"]
+
+
+def test_batched_events_below_the_level_are_not_written(tmp_path: Path) -> None:
+    log_file = text_config(tmp_path, level="warning")
+    batch = EventBatch()
+    assert not batch.enabled("INFO") and batch.enabled("ERROR")
+    batch.add("INFO", "j1", "t", 1, "started")
+    batch.add("ERROR", "j1", "t", 1, "failed for good")
+    batch.write()
+    [line] = read_lines(log_file)
+    assert line.endswith(" | ERROR | worker | - | job=j1 | type=t | attempt=1 | failed for good")
+
+
+def test_batched_events_as_json_lines(tmp_path: Path) -> None:
+    log_file = text_config(tmp_path, json_lines=True, worker_id="w-1")
+    batch = EventBatch()
+    batch.add("INFO", "j1", "t", 3, "succeeded in 1.0 ms", (("queue", "default"),))
+    batch.add("WARNING", "j2", "t", None, "a\nb", (("event", "mine"),))
+    batch.write()
+    first, second = (json.loads(line) for line in read_lines(log_file))
+    assert list(first)[:8] == JSON_KEYS
+    assert first["worker"] == "w-1" and first["role"] == "worker"
+    assert (first["job_id"], first["attempt"], first["queue"]) == ("j1", 3, "default")
+    assert first["event"] == "succeeded in 1.0 ms"
+    assert re.fullmatch(TIME, first["time"])
+    assert second["event"] == "a\nb" and second["attempt"] is None
+    assert second["extra_event"] == "mine"
+
+
+def test_batched_events_without_configuration_are_ordinary_log_calls() -> None:
+    # Given loguru as a library user set it up (no configure_logging)
+    records: list[dict[str, object]] = []
+    sink_id = logger.add(lambda message: records.append(message.record), format="{message}")
+    try:
+        batch = EventBatch()
+        batch.add("INFO", "j1", "t", 1, "started", (("queue", "default"),))
+        batch.write()
+    finally:
+        logger.remove(sink_id)
+    [record] = records
+    assert record["message"] == "started"
+    assert record["extra"] == {"job_id": "j1", "type": "t", "attempt": 1, "queue": "default"}
+
+
+def test_batched_events_are_written_by_a_process_that_exits(tmp_path: Path) -> None:
+    log_file = tmp_path / "logs.txt"
+    script = textwrap.dedent(
+        f"""
+        from workqueue.log import EventBatch, configure_logging
+        configure_logging(role="worker", log_file={str(log_file)!r}, stderr=False)
+        batch = EventBatch()
+        for number in range(2000):
+            batch.add("INFO", f"j{{number}}", "t", 1, "started")
+            if number % 50 == 49:
+                batch.write()
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    lines = log_file.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2000
+    assert lines[-1].endswith("job=j1999 | type=t | attempt=1 | started")
 
 
 # --- sinks, rotation, idempotence -----------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -14,13 +13,13 @@ from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, Parameter
-from loguru import logger
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workqueue.client import Client, TaskSpec, prepare_task
 from workqueue.errors import BrokerUnavailable, JobNotFound, TaskValidationError
 from workqueue.job import JOB_FIELDS, EnqueuedJob
+from workqueue.log import EventBatch
 from workqueue.producer.parsing import decode_body, spec_from_object
 from workqueue.producer.schemas import (
     EnqueueAnswer,
@@ -75,39 +74,26 @@ def _typed_names(registry: Registry) -> frozenset[str]:
     return frozenset(t.name for t in registry.job_types() if t.payload_schema is not None)
 
 
-#: workqueue.log.EventBatch where the log module has it: event lines rendered by our log
-#: module and handed to loguru many per call
-_EventBatch: Any = getattr(importlib.import_module("workqueue.log"), "EventBatch", None)
-
-
 class _EnqueueEvents:
     """The producer's per-job "enqueued" events, cheap: the lines of every request answered in
     one turn of the event loop reach loguru in one call (a loguru call per line cost more CPU
     than the enqueue itself). One line per job still, in order."""
 
     def __init__(self) -> None:
-        self._batch = _EventBatch() if _EventBatch is not None else None
+        self._batch = EventBatch()
         self._scheduled = False
 
     def add(self, jobs: list[EnqueuedJob]) -> None:
-        batch = self._batch
-        if batch is None:
-            for job in jobs:
-                logger.bind(job_id=job.id, type=job.type, queue=job.queue).info(
-                    "duplicate (idempotency key)" if job.duplicate else "enqueued"
-                )
-            return
         for job in jobs:
             message = "duplicate (idempotency key)" if job.duplicate else "enqueued"
-            batch.add("INFO", job.id, job.type, None, message, (("queue", job.queue),))
+            self._batch.add("INFO", job.id, job.type, None, message, (("queue", job.queue),))
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._write)
 
     def _write(self) -> None:
         self._scheduled = False
-        if self._batch is not None:
-            self._batch.write()
+        self._batch.write()
 
 
 _events = _EnqueueEvents()

@@ -7,7 +7,6 @@ import asyncio
 import inspect
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
@@ -20,10 +19,11 @@ from workqueue.registry import Registry
 __all__ = ["Outcome", "decode_payload", "encode_result", "run_handler"]
 
 ERROR_LIMIT = 2000
+# Whether a handler is ``async def``, asked once per handler rather than once per job.
+_IS_ASYNC: dict[Callable[..., Any], bool] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     """How an attempt ended, before the broker has its say."""
 
     kind: Literal["ack", "fail", "release"]
@@ -64,7 +64,10 @@ async def run_handler(
 ) -> Any:
     """Call the handler: coroutines in the loop, plain functions in the thread pool."""
     handler: Callable[..., Any] = job_type.handler
-    if inspect.iscoroutinefunction(handler):
+    is_async = _IS_ASYNC.get(handler)
+    if is_async is None:
+        is_async = _IS_ASYNC[handler] = inspect.iscoroutinefunction(handler)
+    if is_async:
         return await handler(payload, ctx)
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(executor, handler, payload, ctx)

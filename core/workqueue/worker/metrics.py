@@ -7,7 +7,9 @@ header prefers ``text/plain`` or ``application/openmetrics-text``.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from workqueue.broker.broker import Broker
@@ -35,19 +37,21 @@ class RunTimeHistogram:
         self._data: dict[tuple[str, str], list[float]] = {}
 
     def observe(self, job_type: str, outcome: str, seconds: float) -> None:
-        """Count one finished attempt."""
+        """Count one finished attempt (one bucket, made cumulative when read)."""
         row = self._data.get((job_type, outcome))
         if row is None:
-            # len(BUCKETS) bucket counts, then +Inf count, then the sum
+            # len(BUCKETS) bucket counts, then the +Inf bucket, then the sum
             row = self._data[(job_type, outcome)] = [0.0] * (len(BUCKETS) + 2)
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                row[i] += 1
-        row[len(BUCKETS)] += 1
-        row[len(BUCKETS) + 1] += seconds
+        row[bisect_left(BUCKETS, seconds)] += 1
+        row[-1] += seconds
 
     def items(self) -> list[tuple[str, str, list[float]]]:
-        return [(t, o, row) for (t, o), row in sorted(self._data.items())]
+        """Rows of cumulative bucket counts (``le`` each bound, then +Inf), then the sum."""
+        rows = []
+        for (job_type, outcome), row in sorted(self._data.items()):
+            counts = list(accumulate(row[:-1]))
+            rows.append((job_type, outcome, [*counts, row[-1]]))
+        return rows
 
 
 async def queue_figures(broker: Broker, queues: Sequence[str]) -> dict[str, dict[str, Any]]:

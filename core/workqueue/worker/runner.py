@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from loguru import logger
@@ -34,7 +37,7 @@ from workqueue.errors import ConfigurationError, InvalidJobError, PluginError
 from workqueue.hookspecs import JobEvent, WorkerInfo
 from workqueue.job import ReservedJob, ms_to_datetime
 from workqueue.jobtypes import NAME_PATTERN, JobContext
-from workqueue.log import sanitize
+from workqueue.log import EventBatch, sanitize
 from workqueue.plugins import WorkQueuePluginManager, plugin_label
 from workqueue.registry import Registry
 from workqueue.settings import WorkerSettings
@@ -47,9 +50,16 @@ from workqueue.worker.execution import (
 )
 from workqueue.worker.metrics import RunTimeHistogram, collect, render_prometheus, wants_prometheus
 
+if TYPE_CHECKING:
+    from loguru import Logger
+
 __all__ = ["Worker", "WorkerStats"]
 
 RECONNECT_MAX_SECONDS = 5.0
+#: job event lines wait at most this long to be handed to the log sinks, in one call...
+EVENT_WRITE_SECONDS = 0.05
+#: ...or until this many are waiting
+EVENT_WRITE_LINES = 2000
 #: the outcome of a job cancelled by a graceful stop: handed back, not counted as failed
 RELEASE = Outcome("release")
 
@@ -91,8 +101,7 @@ class WorkerStats:
     last_fetch_at: float = 0.0
 
 
-@dataclass(slots=True)
-class _Pending:
+class _Pending(msgspec.Struct):
     job: ReservedJob
     op: FinishOp
     duration_s: float
@@ -109,6 +118,27 @@ def _applied_outcome(item: _Pending) -> str:
         return "released"
     retry = op.delay_ms >= 0 and item.job.failures + 1 <= item.job.retries
     return "retrying" if retry else "failed"
+
+
+class _JobLogger:
+    """``ctx.logger``: bound to the job on first use, as most handlers never log."""
+
+    __slots__ = ("_before_first_use", "_bound", "_job")
+
+    def __init__(self, job: ReservedJob, before_first_use: Callable[[], None]) -> None:
+        self._job = job
+        self._bound: Logger | None = None
+        self._before_first_use = before_first_use
+
+    def __getattr__(self, name: str) -> Any:
+        bound = self._bound
+        if bound is None:
+            self._before_first_use()  # the job's "started" line comes before its own lines
+            job = self._job
+            bound = self._bound = logger.bind(
+                job_id=job.id, type=job.type, attempt=job.attempt, queue=job.queue
+            )
+        return getattr(bound, name)
 
 
 class Worker:
@@ -136,10 +166,19 @@ class Worker:
         )
         self._running: dict[str, tuple[ReservedJob, asyncio.Task[None]]] = {}
         self._lost: set[str] = set()
+        # Attempt timeouts: one timer for the earliest deadline instead of one per job.
+        self._deadlines: list[tuple[float, int, asyncio.Task[None]]] = []
+        self._deadline_seq = itertools.count()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
+        self._timed_out: set[asyncio.Task[None]] = set()
         self._pending: list[_Pending] = []
         self._reserve_id = uuid.uuid4().hex
         #: outcomes of the finish call in flight (their leases are still renewed)
         self._settling: list[_Pending] = []
+        self._events = EventBatch()
+        self._events_timer: asyncio.TimerHandle | None = None
+        self._extras: dict[str, tuple[tuple[str, object], ...]] = {}
         self._finish_wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
@@ -204,6 +243,9 @@ class Worker:
                 task.cancel()
             # redis-py may swallow a cancellation mid-command; never wait on it forever.
             await asyncio.wait(helpers, timeout=2)
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._write_events()
             if self._metrics_server is not None:
                 self._metrics_server.close()
             await self._unregister()
@@ -325,25 +367,86 @@ class Worker:
                     )
                 else:
                     log.warning("recovered after a lost lease: requeued")
+            events = self._events
+            started = events.enabled("INFO")
+            extra = self._queue_extra(queue)
             for job in result.jobs:
+                if started:
+                    events.add("INFO", job.id, job.type, job.attempt, "started", extra)
                 self._start(job)
+            self._events_added()
             got += len(result.jobs)
             if result.next_wake_ms is not None:
                 wait_s = min(wait_s, max(0.0, (result.next_wake_ms - result.now_ms) / 1000))
         return got, wait_s
 
+    def _events_added(self) -> None:
+        """Job event lines were added: write them soon, many reserve and finish batches in one
+        loguru call (each call is a record pickled through a pipe to the writer thread, and
+        that thread gets the GIL only between the loop's time slices)."""
+        if len(self._events) >= EVENT_WRITE_LINES:
+            self._write_events()
+        elif self._events_timer is None and len(self._events):
+            loop = asyncio.get_running_loop()
+            self._events_timer = loop.call_later(EVENT_WRITE_SECONDS, self._write_events)
+
+    def _write_events(self) -> None:
+        if self._events_timer is not None:
+            self._events_timer.cancel()
+            self._events_timer = None
+        self._events.write()
+
+    def _queue_extra(self, queue: str) -> tuple[tuple[str, object], ...]:
+        """The ``queue=`` pair of a job's event lines (one tuple per queue, reused)."""
+        extra = self._extras.get(queue)
+        if extra is None:
+            extra = self._extras[queue] = (("queue", queue),)
+        return extra
+
     def _start(self, job: ReservedJob) -> None:
         self.stats.reserved += 1
-        task = asyncio.create_task(self._run_job(job), name=f"wq-job-{job.id}")
+        task = asyncio.create_task(self._run_job(job))
         self._running[job.id] = (job, task)
+
+    def _arm_deadline(self, task: asyncio.Task[None], timeout: float) -> None:
+        """Cancel ``task`` (as timed out) ``timeout`` seconds from now unless it is done."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + timeout
+        heap = self._deadlines
+        heapq.heappush(heap, (when, next(self._deadline_seq), task))
+        if self._watchdog is None or when < self._watchdog_at:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watchdog = loop.call_at(when, self._on_deadline)
+            self._watchdog_at = when
+        if len(heap) > 2 * len(self._running) + 1024:
+            # Entries of finished jobs are dropped lazily; keep the heap near the running set.
+            self._deadlines = [entry for entry in heap if not entry[2].done()]
+            heapq.heapify(self._deadlines)
+
+    def _on_deadline(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        heap = self._deadlines
+        while heap and (heap[0][0] <= now or heap[0][2].done()):
+            _when, _seq, task = heapq.heappop(heap)
+            if not task.done():
+                self._timed_out.add(task)
+                task.cancel()
+        if heap:
+            self._watchdog_at = heap[0][0]
+            self._watchdog = loop.call_at(self._watchdog_at, self._on_deadline)
+        else:
+            self._watchdog = None
 
     # -- running a job ---------------------------------------------------------------------
 
     async def _run_job(self, job: ReservedJob) -> None:
-        log = logger.bind(job_id=job.id, type=job.type, attempt=job.attempt, queue=job.queue)
+        log = _JobLogger(job, self._write_events)
         job_type = self.registry.get(job.type)
         started = time.perf_counter()
         outcome: Outcome | None = None
+        timeout = 0.0
         try:
             if job_type is None and not NAME_PATTERN.match(job.type):
                 raise InvalidJobError(f"job type {job.type!r} is not a valid job type name")
@@ -355,27 +458,21 @@ class Worker:
                 self.registry, job_type, job.payload, self.settings.max_payload_bytes
             )
             ctx = JobContext(
-                job_id=job.id,
-                type=job.type,
-                queue=job.queue,
-                attempt=job.attempt,
-                retries=job.retries,
-                enqueued_at=ms_to_datetime(job.enqueued_at_ms),  # type: ignore[arg-type]
-                worker_id=self.settings.worker_id,
-                timeout=job.timeout,
-                logger=log,
+                job.id,
+                job.type,
+                job.queue,
+                job.attempt,
+                job.retries,
+                ms_to_datetime(job.enqueued_at_ms),  # type: ignore[arg-type]
+                self.settings.worker_id,
+                job.timeout,
+                cast("Logger", log),
             )
-            log.info("started")
-            self._emit("started", job)
+            if self._observed:
+                self._emit("started", job)
             timeout = job.timeout if job.timeout > 0 else job_type.timeout
-            deadline = asyncio.timeout(timeout)
-            try:
-                async with deadline:
-                    result = await run_handler(job_type, payload, ctx, self._executor)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise  # the handler's own TimeoutError: an ordinary failed attempt
-                raise _AttemptTimedOut(f"timed out after {timeout:g}s") from None
+            self._arm_deadline(asyncio.current_task(), timeout)  # type: ignore[arg-type]
+            result = await run_handler(job_type, payload, ctx, self._executor)
             encoded, warning = encode_result(result, self.settings.max_result_bytes)
             if warning:
                 log.warning("{}; stored as null", warning)
@@ -384,14 +481,16 @@ class Worker:
             if job.id in self._lost:
                 log.warning("lease lost while running: outcome dropped (job runs elsewhere)")
                 return
-            if not self._releasing:
+            if asyncio.current_task() in self._timed_out:
+                exc = _AttemptTimedOut(f"timed out after {timeout:g}s")
+                delay = failure_outcome(exc, job_type, job.failures).delay_ms
+                outcome = Outcome("fail", str(exc), delay)
+            elif self._releasing:
+                outcome = RELEASE
+            else:
                 raise
-            outcome = RELEASE
         except InvalidJobError as exc:
             outcome = Outcome("fail", f"invalid job: {sanitize(str(exc), 2000)}", -1)
-        except _AttemptTimedOut as exc:
-            delay = failure_outcome(exc, job_type, job.failures).delay_ms
-            outcome = Outcome("fail", str(exc), delay)
         except Exception as exc:
             outcome = failure_outcome(exc, job_type, job.failures)
         finally:
@@ -399,6 +498,8 @@ class Worker:
                 self._settle(job, outcome, time.perf_counter() - started)
             self._running.pop(job.id, None)
             self._lost.discard(job.id)
+            if self._timed_out:
+                self._timed_out.discard(asyncio.current_task())
             self._slot_free.set()
 
     def _settle(self, job: ReservedJob, outcome: Outcome, duration_s: float) -> None:
@@ -419,6 +520,7 @@ class Worker:
     ) -> None:
         if not self._observed or self.pm is None:
             return
+        self._write_events()  # an observer's own log lines come after this event's line
         event = JobEvent(
             kind, job.id, job.type, job.queue, job.attempt, self.settings.worker_id, duration, error
         )
@@ -481,48 +583,91 @@ class Worker:
                 continue
             self._settling = []
             iters = {q: iter(v) for q, v in outcomes.items()}
-            for item in batch:
-                outcome = next(iters[item.job.queue])
-                if outcome == "duplicate":
-                    outcome = _applied_outcome(item)
-                self._log_outcome(item, outcome)
+            try:
+                for item in batch:
+                    outcome = next(iters[item.job.queue])
+                    if outcome == "duplicate":
+                        outcome = _applied_outcome(item)
+                    self._log_outcome(item, outcome)
+            finally:
+                self._events_added()
 
     def _log_outcome(self, item: _Pending, outcome: str) -> None:
         job = item.job
-        log = logger.bind(job_id=job.id, type=job.type, attempt=job.attempt, queue=job.queue)
+        events = self._events
         ms = item.duration_s * 1000
+        extra = self._queue_extra(job.queue)
         if outcome in ("completed", "retrying", "failed"):
             self.histogram.observe(
                 job.type, "succeeded" if outcome == "completed" else "failed", item.duration_s
             )
         if outcome == "completed":
             self.stats.succeeded += 1
-            log.info("succeeded in {:.1f} ms", ms)
+            events.add("INFO", job.id, job.type, job.attempt, f"succeeded in {ms:.1f} ms", extra)
             self._emit("succeeded", job, item.duration_s)
         elif outcome == "retrying":
             self.stats.failed_attempts += 1
             self.stats.retried += 1
-            log.warning("attempt failed after {:.1f} ms: {}", ms, item.error)
-            log.warning("retry scheduled in {:.2f}s", item.op.delay_ms / 1000)
+            events.add(
+                "WARNING",
+                job.id,
+                job.type,
+                job.attempt,
+                f"attempt failed after {ms:.1f} ms: {item.error}",
+                extra,
+            )
+            events.add(
+                "WARNING",
+                job.id,
+                job.type,
+                job.attempt,
+                f"retry scheduled in {item.op.delay_ms / 1000:.2f}s",
+                extra,
+            )
             self._emit("attempt_failed", job, item.duration_s, item.error)
             self._emit("retry_scheduled", job, item.duration_s, item.error)
         elif outcome == "failed":
             self.stats.failed_attempts += 1
             self.stats.failed += 1
-            log.error("failed for good after {} attempt(s): {}", job.attempt, item.error)
+            events.add(
+                "ERROR",
+                job.id,
+                job.type,
+                job.attempt,
+                f"failed for good after {job.attempt} attempt(s): {item.error}",
+                extra,
+            )
             self._emit("attempt_failed", job, item.duration_s, item.error)
             self._emit("failed", job, item.duration_s, item.error)
         elif outcome == "released":
             self.stats.released += 1
-            log.info("released back to the queue (worker stopping)")
+            events.add(
+                "INFO",
+                job.id,
+                job.type,
+                job.attempt,
+                "released back to the queue (worker stopping)",
+                extra,
+            )
         elif outcome == "stale":
             self.stats.stale += 1
-            log.warning(
-                "stale lease: {} refused (the lease expired and the job was handed on)",
-                item.op.op,
+            events.add(
+                "WARNING",
+                job.id,
+                job.type,
+                job.attempt,
+                f"stale lease: {item.op.op} refused (the lease expired and the job was handed on)",
+                extra,
             )
         elif outcome == "missing":
-            log.warning("job record vanished before its outcome was reported")
+            events.add(
+                "WARNING",
+                job.id,
+                job.type,
+                job.attempt,
+                "job record vanished before its outcome was reported",
+                extra,
+            )
 
     # -- leases and heartbeat --------------------------------------------------------------
 

@@ -145,8 +145,13 @@ if count > 0 then
   local ids = redis.call('LPOP', KEYS[1], count)
   if ids then
     local deadline = now + lease
+    -- One INCRBY hands out the batch's fencing tokens (a skipped entry's number is unused).
+    local token = redis.call('INCRBY', KEYS[8], #ids) - #ids
+    local zargs = {}
+    local counters = {[3] = 'retries', [6] = 'failures', [7] = 'lost', [8] = 'attempts'}
     for _, id in ipairs(ids) do
       local key = jobp .. id
+      token = token + 1
       -- a key of another type (not a job record) must not abort the whole batch
       local f = fields(key, 'type', 'payload', 'retries', 'timeout',
         'enqueued_at', 'failures', 'lost', 'attempts', 'status')
@@ -158,8 +163,7 @@ if count > 0 then
       elseif f[9] and f[9] ~= 'queued' then
         stray = true
       else
-        for n, name in pairs({[3] = 'retries', [6] = 'failures', [7] = 'lost',
-                              [8] = 'attempts'}) do
+        for n, name in pairs(counters) do
           if not int_field(f[n]) then bad = 'its ' .. name .. ' is not an integer' end
         end
       end
@@ -178,23 +182,29 @@ if count > 0 then
         recovered[#recovered + 1] = 'invalid'
         recovered[#recovered + 1] = f[1] or ''
       else
-        local token = redis.call('INCR', KEYS[8])
-        local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+        local attempts = int_field(f[8]) + 1
         redis.call('HSET', key, 'status', 'active', 'token', token, 'worker', worker,
-          'started_at', now)
-        redis.call('ZADD', KEYS[4], deadline, id)
+          'started_at', now, 'attempts', attempts)
+        local z = #zargs
+        zargs[z + 1] = deadline
+        zargs[z + 2] = id
         leased[#leased + 1] = {id, tostring(token)}
-        jobs[#jobs + 1] = id
-        jobs[#jobs + 1] = token
-        jobs[#jobs + 1] = f[1]
-        jobs[#jobs + 1] = f[2] or ''
-        jobs[#jobs + 1] = attempts
-        jobs[#jobs + 1] = f[3] or '0'
-        jobs[#jobs + 1] = f[4] or '0'
-        jobs[#jobs + 1] = f[5] or '0'
-        jobs[#jobs + 1] = f[6] or '0'
-        jobs[#jobs + 1] = f[7] or '0'
+        local n = #jobs
+        jobs[n + 1] = id
+        jobs[n + 2] = token
+        jobs[n + 3] = f[1]
+        jobs[n + 4] = f[2] or ''
+        jobs[n + 5] = attempts
+        jobs[n + 6] = f[3] or '0'
+        jobs[n + 7] = f[4] or '0'
+        jobs[n + 8] = f[5] or '0'
+        jobs[n + 9] = f[6] or '0'
+        jobs[n + 10] = f[7] or '0'
       end
+    end
+    -- The active index in one ZADD per 500 jobs (unpack of a huge table overflows the stack).
+    for i = 1, #zargs, 1000 do
+      redis.call('ZADD', KEYS[4], unpack(zargs, i, math.min(i + 999, #zargs)))
     end
   end
 end
