@@ -31,11 +31,11 @@ class WorkerSettings:
     lease_seconds: float = 30.0
     grace_seconds: float = 30.0
     #: longest blocking wait when idle; bounds how stale housekeeping can get
-    idle_wait_seconds: float = 5.0
-    heartbeat_seconds: float = 5.0
+    idle_wait_seconds: float = 10.0
+    heartbeat_seconds: float = 10.0
     #: pause between steps of the consistency sweep (each step checks up to 1000 keys of a
     #: queue's records against the indexes; 0 = no sweep)
-    audit_seconds: float = 5.0
+    audit_seconds: float = 30.0
     max_payload_bytes: int = 1024 * 1024
     max_result_bytes: int = 1024 * 1024
     #: port of the /metrics server (None = no server)

@@ -393,12 +393,10 @@ class Broker:
         The registry is stamped with Redis ``TIME`` (one script on the registry key) so
         workers whose clocks disagree never evict each other; the advert expires by itself.
         """
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.globals.worker(worker_id), advert, ex=ttl_s)
-            await self.scripts.heartbeat(
-                keys=[self.globals.workers], args=[worker_id, ttl_s * 1000], client=pipe
-            )
-            await pipe.execute()
+        # Two plain calls, not a pipeline: a script in a redis-py pipeline costs an extra
+        # SCRIPT EXISTS every time, and an idle worker's commands are what this path costs.
+        await self.redis.set(self.globals.worker(worker_id), advert, ex=ttl_s)
+        await self.scripts.heartbeat(keys=[self.globals.workers], args=[worker_id, ttl_s * 1000])
 
     # -- reading and operating --------------------------------------------------------------
 

@@ -85,7 +85,7 @@ __all__ = ["worker_command"]
     "--idle-wait-seconds",
     envvar="WORKQUEUE_IDLE_WAIT_SECONDS",
     type=click.FloatRange(min=0.1, max=60),
-    default=5.0,
+    default=10.0,
     show_default=True,
     help="Longest blocking wait of an idle worker before it checks leases and due jobs.",
 )
@@ -93,7 +93,7 @@ __all__ = ["worker_command"]
     "--audit-seconds",
     envvar="WORKQUEUE_AUDIT_SECONDS",
     type=click.FloatRange(min=0, max=3600),
-    default=5.0,
+    default=30.0,
     show_default=True,
     help="Pause between steps of the sweep that puts job records found in no index back "
     "(each step checks up to 1000 keys; 0 = off).",
