@@ -1,4 +1,5 @@
-"""Automation: ``nox -s tests lint typecheck``; ``nox -s bench`` runs the benchmark (issue 6)."""
+"""Automation: ``nox`` runs tests, lint, typecheck, schemathesis and acl; ``nox -s bench`` runs the
+benchmark and ``nox -s soak`` the long load tests."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "schemathesis"]
+nox.options.sessions = ["tests", "lint", "typecheck", "schemathesis", "acl"]
 nox.options.reuse_existing_virtualenvs = True
 
 PLUGINS = ["plugins/send_email", "plugins/http_webhook", "plugins/examples/workqueue-example-greet"]
