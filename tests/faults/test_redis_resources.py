@@ -58,55 +58,56 @@ def test_out_of_memory_answers_503_and_keeps_the_running_job(
     producer = services.producer(server.url)
     assert producer.url is not None
     ledger = tmp_path / "ledger.jsonl"
-    http = httpx.Client(base_url=producer.url, timeout=10)
-    answer = http.post(
-        "/enqueue",
-        json={"type": "test_record", "payload": {"ledger": str(ledger), "sleep": 2.5}},
-    )
-    assert answer.status_code == 202, answer.text
-    job_id = answer.json()["id"]
-    deadline = time.monotonic() + 20
-    while not read_ledger(ledger):
-        assert time.monotonic() < deadline, worker.log()[-3000:]
-        time.sleep(0.05)
+    with httpx.Client(base_url=producer.url, timeout=10) as http:
+        answer = http.post(
+            "/enqueue",
+            json={"type": "test_record", "payload": {"ledger": str(ledger), "sleep": 2.5}},
+        )
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["id"]
+        deadline = time.monotonic() + 20
+        while not read_ledger(ledger):
+            assert time.monotonic() < deadline, worker.log()[-3000:]
+            time.sleep(0.05)
 
-    # When Redis fills up while the job runs
-    client = server.client()
-    written = _fill(client, key_prefix)
+        # When Redis fills up while the job runs
+        client = server.client()
+        written = _fill(client, key_prefix)
 
-    # Then enqueue is refused with 503 naming the cause
-    refused = http.post("/enqueue", json={"type": "test_echo", "payload": {"n": 1}})
-    assert refused.status_code == 503, refused.text
-    assert refused.headers.get("retry-after")
-    assert "out of memory" in refused.json()["problem"].lower(), refused.text
+        # Then enqueue is refused with 503 naming the cause
+        refused = http.post("/enqueue", json={"type": "test_echo", "payload": {"n": 1}})
+        assert refused.status_code == 503, refused.text
+        assert refused.headers.get("retry-after")
+        assert "out of memory" in refused.json()["problem"].lower(), refused.text
 
-    # ... and the job that finished meanwhile is not dropped: Redis refuses a script only when
-    # its first write may grow memory, and finish.lua's first write (ZREM) frees some, so the
-    # ack is applied; were it refused, the job would stay active until memory is freed
-    time.sleep(3.5)  # the handler has returned
-    during_oom = _status(client, key_prefix, job_id)
-    assert during_oom in ("completed", "active"), during_oom
-    assert worker.alive()
+        # ... and the job that finished meanwhile is not dropped: Redis refuses a script only when
+        # its first write may grow memory, and finish.lua's first write (ZREM) frees some, so the
+        # ack is applied; were it refused, the job would stay active until memory is freed
+        time.sleep(3.5)  # the handler has returned
+        during_oom = _status(client, key_prefix, job_id)
+        assert during_oom in ("completed", "active"), during_oom
+        assert worker.alive()
 
-    # When memory is freed, the job completes and enqueue works again
-    client.delete(*[f"{key_prefix}:filler:{n}" for n in range(written)])
-    deadline = time.monotonic() + 30
-    while _status(client, key_prefix, job_id) != "completed":
-        assert time.monotonic() < deadline, (_status(client, key_prefix, job_id), worker.log())
-        time.sleep(0.1)
-    again = http.post("/enqueue", json={"type": "test_echo", "payload": {"n": 2}})
-    assert again.status_code == 202, again.text
-    state = queue_state(client, key_prefix)
-    runs = read_ledger(ledger)[job_id]
-    print(
-        f"\nT14 noeviction: filler keys={written}, enqueue under OOM -> "
-        f"{refused.status_code} {refused.json()['problem']!r}; running job ran {runs}x, "
-        f"status while OOM {during_oom!r}, "
-        f"state after freeing: done={state.get('done')} lost_leases={state.get('lost_leases', 0)}"
-    )
-    assert 1 <= runs <= 2
-    http.close()
-    client.close()
+        # When memory is freed, the job completes and enqueue works again
+        client.delete(*[f"{key_prefix}:filler:{n}" for n in range(written)])
+        deadline = time.monotonic() + 30
+        while _status(client, key_prefix, job_id) != "completed":
+            assert time.monotonic() < deadline, (_status(client, key_prefix, job_id), worker.log())
+            time.sleep(0.1)
+        again = http.post("/enqueue", json={"type": "test_echo", "payload": {"n": 2}})
+        assert again.status_code == 202, again.text
+        state = queue_state(client, key_prefix)
+        runs = read_ledger(ledger)[job_id]
+        print(
+            f"\nT14 noeviction: filler keys={written}, enqueue under OOM -> "
+            f"{refused.status_code} {refused.json()['problem']!r}; running job ran {runs}x, "
+            f"status while OOM {during_oom!r}, "
+            f"state after freeing: done={state.get('done')} "
+            f"lost_leases={state.get('lost_leases', 0)}"
+        )
+        assert 1 <= runs <= 2
+        http.close()
+        client.close()
 
 
 def _rss_kb(proc: Proc) -> int:

@@ -45,6 +45,10 @@ for _, o in ipairs(ops) do
     outcome = 'duplicate'
   else
     finished[#finished + 1] = id
+    -- The script's first write frees memory: Redis at maxmemory (noeviction) refuses a
+    -- script's memory-growing command only until the script has written, so outcomes are
+    -- still applied while enqueues are refused (the batched ZREM below repeats it harmlessly).
+    if #finished == 1 then redis.call('ZREM', KEYS[1], id) end
     local typ = f[3]
     if op == 'ack' then
       count('done')
