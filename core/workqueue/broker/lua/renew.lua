@@ -9,10 +9,18 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local jobp, lease = ARGV[1], tonumber(ARGV[2])
 local lost = {}
+local wrote = false
 for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local f = redis.call('HMGET', jobp .. id, 'token', 'status')
   if f[1] == token and f[2] == 'active' then
+    -- First write a freeing ZREM: Redis at maxmemory (noeviction) refuses a script's
+    -- memory-growing command (ZADD) only until the script has written, and a lease that
+    -- cannot be renewed while enqueues are refused would send a live job to another worker.
+    if not wrote then
+      redis.call('ZREM', KEYS[1], id)
+      wrote = true
+    end
     redis.call('ZADD', KEYS[1], now + lease, id)
   else
     lost[#lost + 1] = id
