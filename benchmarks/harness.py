@@ -75,6 +75,9 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "rt_enqueue_single": ("round trips per job, enqueue", "rt/job", False),
     "rt_drain": ("round trips per job, drain 1 process", "rt/job", False),
     "cmds_drain": ("Redis commands per job, drain 1 process", "cmd/job", False),
+    "cmds_enqueue_bulk": ("Redis commands per job, enqueue bulk API", "cmd/job", False),
+    "redis_us_drain": ("Redis CPU per job, drain 1 process", "us/job", False),
+    "redis_us_enqueue_bulk": ("Redis CPU per job, enqueue bulk API", "us/job", False),
 }
 MAIN_COLUMNS = ["enqueue_single", "enqueue_bulk", "drain_1p", "drain_2p"]
 
@@ -173,6 +176,12 @@ def started(
                 stop_process(proc, 8)
 
 
+def redis_cpu_us(server: BenchRedis) -> float:
+    """CPU time (user + system) the whole redis-server process has used, in microseconds."""
+    cpu = server.info("cpu")
+    return (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1e6
+
+
 def redis_counters(server: BenchRedis) -> tuple[int, int, int]:
     """(client reads processed, commands called, INFO calls) of the whole server."""
     stats = server.info("stats")
@@ -190,6 +199,8 @@ class Drain:
     rate: float
     rt_per_job: float
     cmds_per_job: float
+    #: Redis CPU per job (the harness's own polls included: a few per 5 ms, so a small share)
+    redis_us_per_job: float
 
 
 def drain(
@@ -206,6 +217,7 @@ def drain(
     if count(client) != 0:
         raise NotRun(f"{label}: the done counter is not 0 before the workers start")
     reads0, cmds0, _ = redis_counters(server)
+    cpu0 = redis_cpu_us(server)
     polls = 0
     timeout = max(90.0, n / 150)
     with started(argvs, env, logfile) as procs:
@@ -223,6 +235,7 @@ def drain(
                 raise NotRun(f"{label}: only {done}/{n} jobs done after {timeout:.0f} s")
             time.sleep(0.005)
         reads1, cmds1, _ = redis_counters(server)
+        cpu1 = redis_cpu_us(server)
         time.sleep(0.3)
         final = count(client)
     if final < n:
@@ -233,7 +246,7 @@ def drain(
     # the harness's own polls and INFO calls are not the system's traffic
     rt = (reads1 - reads0 - polls - 3) / n
     cmds = (cmds1 - cmds0 - polls - 3) / n
-    return Drain(n / seconds, rt, cmds)
+    return Drain(n / seconds, rt, cmds, (cpu1 - cpu0) / n)
 
 
 # -- the floor and the peers --------------------------------------------------------------
@@ -271,6 +284,7 @@ def measure_floor(server: BenchRedis, cfg: Config, res: Results, run: int) -> No
         if procs == 1:
             res.add("floor", "rt_drain", result.rt_per_job, run)
             res.add("floor", "cmds_drain", result.cmds_per_job, run)
+            res.add("floor", "redis_us_drain", result.redis_us_per_job, run)
 
 
 def measure_peer(peer: str, server: BenchRedis, cfg: Config, res: Results, run: int) -> None:
@@ -341,6 +355,7 @@ def measure_peer(peer: str, server: BenchRedis, cfg: Config, res: Results, run: 
         if procs == 1:
             res.add(peer, "rt_drain", result.rt_per_job, run)
             res.add(peer, "cmds_drain", result.cmds_per_job, run)
+            res.add(peer, "redis_us_drain", result.redis_us_per_job, run)
     peer_client.close()
 
 
@@ -450,20 +465,26 @@ def wq_drain_step(
     env = wq_env(server, cfg)
     logfile = cfg.workdir / "wq-worker.out"
     server.flushall()
-    reads0, _, _ = redis_counters(server)
+    reads0, cmds0, _ = redis_counters(server)
+    cpu0 = redis_cpu_us(server)
     rate = wq_enqueue(server, cfg, n, mode)
     if mode == "single":
         reads1, _, _ = redis_counters(server)
         res.add("wq", "enqueue_single", rate, run)
         res.add("wq", "rt_enqueue_single", (reads1 - reads0 - 4) / n, run)
     elif metric == "drain_2p":
+        _, cmds1, _ = redis_counters(server)
         res.add("wq", "enqueue_bulk", rate, run)
+        # wq_enqueue's own HGET of the counter and the INFO calls are the harness's, not ours
+        res.add("wq", "cmds_enqueue_bulk", (cmds1 - cmds0 - 4) / n, run)
+        res.add("wq", "redis_us_enqueue_bulk", (redis_cpu_us(server) - cpu0) / n, run)
     argv = wq_worker_argv(cfg, procs, log_off)
     result = drain(server, [argv], env, wq_done, n, logfile, f"WorkQueue {metric}")
     res.add("wq", metric, result.rate, run)
     if metric == "drain_1p":
         res.add("wq", "rt_drain", result.rt_per_job, run)
         res.add("wq", "cmds_drain", result.cmds_per_job, run)
+        res.add("wq", "redis_us_drain", result.redis_us_per_job, run)
 
 
 WRK_SCRIPT = """wrk.method = "POST"
