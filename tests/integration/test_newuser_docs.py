@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import os
 import re
 import subprocess
 import sys
@@ -84,3 +85,48 @@ def test_every_python_snippet_of_the_guide_imports_what_it_uses(snippet: str) ->
     assert _undefined_names(snippet) == set()
     namespace: dict[str, object] = {}
     exec(compile(snippet, "<docs/plugins.md>", "exec"), namespace)  # imports resolve, defs run
+
+
+# --- the README ---------------------------------------------------------------------------------
+
+README = ROOT / "README.md"
+
+
+def test_the_readme_describes_up_as_it_behaves() -> None:
+    text = " ".join(README.read_text().split())
+    assert "when nothing answers at the configured Redis URL" in text
+    assert "--data-dir" in text and "WORKQUEUE_DATA_DIR" in text
+    assert "WORKQUEUE_SMTP_FROM" in text.split("## Speed")[0]  # named where e-mail is set up
+    assert "512 KiB" in text
+
+
+def test_the_readme_python_example_runs_and_closes_its_client(
+    installed_test_plugin: None, tmp_path: Path
+) -> None:
+    from redis_server import RedisServer
+
+    [example] = [body for lang, body in CODE.findall(README.read_text()) if lang == "python"]
+    assert "async with Client.from_url(" in example
+    server = RedisServer(tmp_path)  # a private Redis: the example uses the default key prefix
+    server.start()
+    try:
+        code = example.replace("redis://127.0.0.1:6379/0", server.url)
+        body = "\n".join("    " + line for line in code.splitlines())
+        program = (
+            "import asyncio\n\nasync def main():\n"
+            f"{body}\n    print(info.status)\n\nasyncio.run(main())\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", program],
+            env={**os.environ, "WORKQUEUE_PLUGINS": "send_email"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "queued"
+        with server.client() as admin:
+            assert len(admin.client_list()) == 1  # only this check's own connection
+    finally:
+        server.stop()
