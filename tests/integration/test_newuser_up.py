@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from redis_server import RedisServer, free_port
-from test_up import alive, children_of
+from test_up import alive, children_of, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -25,20 +25,6 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def _wait_ready(up: subprocess.Popen[bytes], port: int, out: Path) -> None:
-    deadline = time.monotonic() + 30
-    with httpx.Client(timeout=5) as http:
-        while True:
-            try:
-                if http.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert up.poll() is None, out.read_text()
-            assert time.monotonic() < deadline, "producer never became ready"
-            time.sleep(0.1)
 
 
 async def _job_status(url: str, job_id: str) -> str:
@@ -74,7 +60,7 @@ def test_ctrl_c_to_the_process_group_lets_the_running_job_finish_then_stops_redi
             start_new_session=True,
         )
     try:
-        _wait_ready(up, port, out)
+        wait_ready(up, port, out)
         kids = {pid: _cmdline(pid) for pid in children_of(up.pid)}
         [redis_pid] = [pid for pid, cmd in kids.items() if "redis-server" in cmd]
         assert len(kids) == 3, kids

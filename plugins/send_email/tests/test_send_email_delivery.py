@@ -489,12 +489,17 @@ async def test_the_smtp_url_alone_is_enough_the_sender_is_workqueue_at_this_host
     assert received.message["From"] == expected
 
 
+def login_server(smtp_server: Callable[..., Server]) -> Server:
+    """A plain SMTP server whose one login, alerts@example.org, is an address."""
+    return smtp_server(
+        auth_require_tls=False, authenticator=password_checker(b"alerts@example.org", b"pw")
+    )
+
+
 async def test_an_smtp_login_that_is_an_address_is_the_default_sender(
     smtp_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = smtp_server(
-        auth_require_tls=False, authenticator=password_checker(b"alerts@example.org", b"pw")
-    )
+    server = login_server(smtp_server)
     use_server(
         monkeypatch,
         f"smtp://alerts%40example.org:pw@127.0.0.1:{server.port}?starttls=false",
@@ -518,9 +523,7 @@ def test_the_default_sender_rules() -> None:
 async def test_smtp_from_still_wins_over_the_login(
     smtp_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = smtp_server(
-        auth_require_tls=False, authenticator=password_checker(b"alerts@example.org", b"pw")
-    )
+    server = login_server(smtp_server)
     use_server(
         monkeypatch, f"smtp://alerts%40example.org:pw@127.0.0.1:{server.port}?starttls=false"
     )
