@@ -275,18 +275,21 @@ class _EnqueueEvents:
 
     def __init__(self) -> None:
         self._batch = EventBatch()
-        self._scheduled = False
+        #: the event loop on which a write is pending (a client may be used from several
+        #: loops in turn, e.g. SyncClient's and asyncio.run's: each gets its own write)
+        self._pending_on: asyncio.AbstractEventLoop | None = None
 
     def add(self, jobs: Iterable[EnqueuedJob]) -> None:
         for job in jobs:
             message = "duplicate (idempotency key)" if job.duplicate else "enqueued"
             self._batch.add("INFO", job.id, job.type, None, message, (("queue", job.queue),))
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._write)
+        loop = asyncio.get_running_loop()
+        if self._pending_on is not loop:
+            self._pending_on = loop
+            loop.call_soon(self._write)
 
     def _write(self) -> None:
-        self._scheduled = False
+        self._pending_on = None
         self._batch.write()
 
 

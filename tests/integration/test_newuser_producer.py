@@ -207,3 +207,29 @@ def test_the_producer_still_logs_each_job_once(producer: Producer, http: httpx.C
     batch = [job["id"] for job in http.post("/enqueue/batch", json=[TASK, TASK]).json()]
     assert enqueued_ids(producer) == [single, *batch]
     assert "do-not-log-me" not in producer.log_file.read_text()
+
+
+def test_sync_client_enqueues_log_their_line_too(
+    installed_test_plugin: None, key_prefix: str
+) -> None:
+    from wq_testkit import REDIS_URL
+
+    from workqueue.broker import BrokerConfig
+    from workqueue.client import SyncClient
+    from workqueue.registry import build_registry
+
+    lines: list[Any] = []
+    sink = logger.add(lines.append, level="INFO", format="{message}")
+    client = SyncClient.from_url(
+        REDIS_URL,
+        registry=build_registry(only=[TEST_PLUGIN]),
+        config=BrokerConfig(prefix=key_prefix),
+    )
+    try:
+        first = client.enqueue("test_echo", {})
+        second = client.enqueue_many([("test_echo", {})])[0]
+    finally:
+        client.close()
+        logger.remove(sink)
+    ids = [line.record["extra"]["job_id"] for line in lines if line.record["message"] == "enqueued"]
+    assert ids == [first.id, second.id]
