@@ -30,10 +30,11 @@ from workqueue.errors import (
 )
 from workqueue.job import EnqueuedJob, JobInfo, NewJob, ms_to_datetime
 from workqueue.jobtypes import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, NAME_PATTERN, JobType
+from workqueue.log import EventBatch
 from workqueue.registry import Registry
 from workqueue.schema import PAYLOAD_ROOT, validate_payload
 
-__all__ = ["Client", "Limits", "SyncClient", "TaskSpec", "prepare_task"]
+__all__ = ["Client", "Limits", "SyncClient", "TaskSpec", "number_text", "prepare_task"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +62,21 @@ class TaskSpec:
     idempotency_key: str | None = None
 
 
+def number_text(value: float) -> str:
+    """A number as a person writes it in a message: ``31536000``, ``0.001``, never
+    ``3.1536e+07``."""
+    if float(value).is_integer():
+        return str(int(value))
+    return format(value, "f").rstrip("0") if abs(value) >= 1e-6 else repr(value)
+
+
 def _number(field: str, value: Any, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TaskValidationError(field, "must be a number")
     if not math.isfinite(value) or not low <= value <= high:
-        raise TaskValidationError(field, f"must be between {low:g} and {high:g}")
+        raise TaskValidationError(
+            field, f"must be between {number_text(low)} and {number_text(high)}"
+        )
     return float(value)
 
 
@@ -256,6 +267,35 @@ def _run_at_ms(value: datetime | str) -> int:
 _RawResult = tuple[str, str, bool, str, int]
 
 
+class _EnqueueEvents:
+    """The "enqueued" event of every job written through a :class:`Client` (the producer's
+    routes, the CLI, an application), one line per job and never a payload value, cheaply:
+    the lines of every enqueue completed in one turn of the event loop reach loguru in one
+    call (a loguru call per line cost more CPU than the enqueue itself)."""
+
+    def __init__(self) -> None:
+        self._batch = EventBatch()
+        #: the event loop on which a write is pending (a client may be used from several
+        #: loops in turn, e.g. SyncClient's and asyncio.run's: each gets its own write)
+        self._pending_on: asyncio.AbstractEventLoop | None = None
+
+    def add(self, jobs: Iterable[EnqueuedJob]) -> None:
+        for job in jobs:
+            message = "duplicate (idempotency key)" if job.duplicate else "enqueued"
+            self._batch.add("INFO", job.id, job.type, None, message, (("queue", job.queue),))
+        loop = asyncio.get_running_loop()
+        if self._pending_on is not loop:
+            self._pending_on = loop
+            loop.call_soon(self._write)
+
+    def _write(self) -> None:
+        self._pending_on = None
+        self._batch.write()
+
+
+_events = _EnqueueEvents()
+
+
 class Client:
     """The asyncio client of SPEC section 3.
 
@@ -367,7 +407,9 @@ class Client:
             timeout,
             idempotency_key,
         )
-        return await self._answer(job, await self._write(job))
+        answer = await self._answer(job, await self._write(job))
+        _events.add((answer,))
+        return answer
 
     async def enqueue_many(self, tasks: Sequence[TaskSpec | tuple[str, Any]]) -> list[EnqueuedJob]:
         """Validate all, then write all (all-or-nothing validation).
@@ -385,13 +427,17 @@ class Client:
             else _prepare(reg, limits, remote, t[0], t[1], None, "default", None, None, None, None)
             for t in tasks
         ]
-        return await self._write_all(jobs)
+        answers = await self._write_all(jobs)
+        _events.add(answers)
+        return answers
 
     async def enqueue_specs(self, specs: Sequence[TaskSpec]) -> list[EnqueuedJob]:
         """The one enqueue path: validation of every spec, then the writes."""
         remote = await self._remote_types([s.type for s in specs])
         jobs = [prepare_task(spec, self.registry, self.limits, remote) for spec in specs]
-        return await self._write_all(jobs)
+        answers = await self._write_all(jobs)
+        _events.add(answers)
+        return answers
 
     async def _write_all(self, jobs: list[NewJob]) -> list[EnqueuedJob]:
         if len(jobs) == 1:

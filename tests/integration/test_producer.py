@@ -47,7 +47,9 @@ class Producer:
     stderr_file: Path
 
     def http(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10, **kwargs)
+        # raw bodies (content=...) are declared JSON too, as the producer requires
+        headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=self.url, timeout=10, headers=headers, **kwargs)
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:

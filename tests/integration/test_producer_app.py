@@ -24,6 +24,7 @@ async def app_client(
     settings = ProducerSettings(redis_url=REDIS_URL, broker=BrokerConfig(prefix=key_prefix))
     app = create_app(settings, build_registry(only=[TEST_PLUGIN]))
     async with AsyncTestClient(app) as client:
+        client.headers["Content-Type"] = "application/json"  # raw bodies are declared JSON
         yield client
 
 

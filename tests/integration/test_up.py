@@ -37,6 +37,21 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+def wait_ready(up: subprocess.Popen[bytes], port: int, out: Path) -> None:
+    """Wait until the producer ``up`` started answers /ready (``out``: up's output)."""
+    deadline = time.monotonic() + 30
+    with httpx.Client(timeout=5) as http:
+        while True:
+            try:
+                if http.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert up.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, "producer never became ready"
+            time.sleep(0.1)
+
+
 def test_up_runs_everything_and_stops_cleanly(installed_test_plugin: None, tmp_path: Path) -> None:
     redis_port, port, metrics_port = free_port(), free_port(), free_port()
     env = {
@@ -55,17 +70,9 @@ def test_up_runs_everything_and_stops_cleanly(installed_test_plugin: None, tmp_p
             stderr=subprocess.STDOUT,
         )
     try:
+        wait_ready(up, port, tmp_path / "up.out")
         deadline = time.monotonic() + 30
         with httpx.Client(timeout=5) as http:
-            while True:
-                try:
-                    if http.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert up.poll() is None, (tmp_path / "up.out").read_text()
-                assert time.monotonic() < deadline, "producer never became ready"
-                time.sleep(0.1)
             answer = http.post(f"http://127.0.0.1:{port}/api/enqueue", json=SEED_TASK)
             assert answer.status_code == 202, answer.text
             job_id = answer.json()["id"]

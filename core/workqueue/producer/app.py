@@ -7,14 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from litestar import Litestar, MediaType, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import SecurityScheme
 from litestar.types import Guard
 from loguru import logger
@@ -34,6 +36,7 @@ from workqueue.errors import (
     TaskValidationError,
     UnknownJobTypeError,
 )
+from workqueue.producer.openapi_page import SchemaPage
 from workqueue.producer.parsing import MalformedBody
 from workqueue.producer.routes import build_routes
 from workqueue.producer.schemas import (
@@ -50,9 +53,11 @@ __all__ = ["ProducerSettings", "create_app"]
 _HTTP_ERRORS = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
+    415: "unsupported_media_type",
 }
 #: answers after which the connection is closed
 _CLOSE = {"Connection": "close"}
@@ -131,10 +136,13 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Er
     if isinstance(exc, HTTPException):
         status = exc.status_code
         headers = dict(exc.headers or {})
+        problem = exc.detail
         if status == 413:  # stop reading the rest of an oversize body: close the connection
             headers.update(_CLOSE)
+            limit = request.app.state.settings.max_body_bytes
+            problem = f"the body is over the limit of {limit} bytes (--max-body-bytes)"
         return _error(
-            status, _HTTP_ERRORS.get(status, "http_error"), None, exc.detail, headers=headers
+            status, _HTTP_ERRORS.get(status, "http_error"), None, problem, headers=headers
         )
     logger.opt(exception=exc).error("unexpected error on {} {}", request.method, request.url.path)
     return _error(500, "internal_error", None, "unexpected error; see the producer's log")
@@ -154,6 +162,64 @@ def _auth_guard(api_key: str) -> Guard:
             )
 
     return guard
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_SAME_ORIGIN_SITES = frozenset({"same-origin", "none"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _host_and_port(authority: str) -> tuple[str, int | None] | None:
+    """``host[:port]`` (IPv6 in brackets) split, the host lower-cased; None if malformed."""
+    try:
+        parsed = urlsplit(f"//{authority}")
+        return (parsed.hostname or "").lower(), parsed.port
+    except ValueError:
+        return None
+
+
+def _same_origin(origin: str, host_header: str) -> bool:
+    """Whether a browser's ``Origin`` names the host (and port) this request was sent to."""
+    try:
+        parsed = urlsplit(origin)
+        origin_port = parsed.port
+    except ValueError:
+        return False
+    if parsed.scheme not in _DEFAULT_PORTS or not parsed.hostname or parsed.path:
+        return False  # "null" (a sandboxed frame, a file:// page) and anything odd
+    host = _host_and_port(host_header)
+    if host is None or host[0] != parsed.hostname.lower():
+        return False
+    port = origin_port or _DEFAULT_PORTS[parsed.scheme]
+    # Host without a port: the request went to a default port (perhaps through a TLS proxy)
+    return port == host[1] if host[1] is not None else port in _DEFAULT_PORTS.values()
+
+
+def _request_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Browsers: a page of another origin may not change state here, even without an API key
+    (the default of ``workqueue up``). Every client: a body must be declared JSON, so no form
+    or text/plain request (which browsers send cross-site without a CORS preflight) is read."""
+    if connection.scope.get("method", "GET") in _SAFE_METHODS:
+        return
+    headers = connection.headers
+    site = headers.get("sec-fetch-site")
+    if site is not None and site.strip().lower() not in _SAME_ORIGIN_SITES:
+        raise PermissionDeniedException(
+            detail="cross-origin requests from a browser may not change state here"
+        )
+    origin = headers.get("origin")
+    if origin is not None and not _same_origin(origin.strip(), headers.get("host", "")):
+        raise PermissionDeniedException(
+            detail="the Origin header names another site; cross-origin requests are refused"
+        )
+    if handler.opt.get("json_body"):
+        media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            raise HTTPException(
+                status_code=415, detail="the body must be JSON: send Content-Type: application/json"
+            )
 
 
 def _client(state: State) -> Client:
@@ -185,12 +251,14 @@ def create_app(settings: ProducerSettings, registry: Registry | None = None) -> 
         lifespan=[lifespan],
         state=State({"settings": settings}),
         dependencies={"client": Provide(_client, sync_to_thread=False)},
-        guards=[_auth_guard(settings.api_key)] if settings.api_key else [],
+        guards=[_request_guard, *([_auth_guard(settings.api_key)] if settings.api_key else [])],
         exception_handlers={Exception: handle_error},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="WorkQueue producer",
             version=__version__,
+            # no viewer that loads scripts from a CDN: a plain page and the JSON document
+            render_plugins=[SchemaPage(), JsonRenderPlugin()],
             components=ProducerComponents(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
                 if settings.api_key

@@ -19,7 +19,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from workqueue.client import Client, TaskSpec, prepare_task
 from workqueue.errors import BrokerUnavailable, JobNotFound, TaskValidationError
 from workqueue.job import JOB_FIELDS, EnqueuedJob
-from workqueue.log import EventBatch
 from workqueue.producer.parsing import decode_body, spec_from_object
 from workqueue.producer.schemas import (
     EnqueueAnswer,
@@ -29,6 +28,7 @@ from workqueue.producer.schemas import (
     batch_schema,
     operation_class,
     task_schema,
+    utc_text,
 )
 from workqueue.registry import Registry
 
@@ -43,7 +43,9 @@ _MAX_JOB_ID = 200
 
 _BAD_BODY = {
     400: ResponseSpec(ErrorAnswer, description="Malformed JSON body"),
+    403: ResponseSpec(ErrorAnswer, description="A cross-origin request from a browser"),
     413: ResponseSpec(ErrorAnswer, description="Body over the size limit"),
+    415: ResponseSpec(ErrorAnswer, description="Content-Type is not application/json"),
     422: ResponseSpec(ErrorAnswer, description="A field is invalid (named in `field`)"),
 }
 _UNAVAILABLE = {
@@ -74,35 +76,6 @@ def _typed_names(registry: Registry) -> frozenset[str]:
     return frozenset(t.name for t in registry.job_types() if t.payload_schema is not None)
 
 
-class _EnqueueEvents:
-    """The producer's per-job "enqueued" events, cheap: the lines of every request answered in
-    one turn of the event loop reach loguru in one call (a loguru call per line cost more CPU
-    than the enqueue itself). One line per job still, in order."""
-
-    def __init__(self) -> None:
-        self._batch = EventBatch()
-        self._scheduled = False
-
-    def add(self, jobs: list[EnqueuedJob]) -> None:
-        for job in jobs:
-            message = "duplicate (idempotency key)" if job.duplicate else "enqueued"
-            self._batch.add("INFO", job.id, job.type, None, message, (("queue", job.queue),))
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._write)
-
-    def _write(self) -> None:
-        self._scheduled = False
-        self._batch.write()
-
-
-_events = _EnqueueEvents()
-
-
-def _log_enqueued(jobs: list[EnqueuedJob]) -> None:
-    _events.add(jobs)
-
-
 async def _locate(client: Client, specs: list[TaskSpec], exc: TaskValidationError) -> int | None:
     """Which spec of a batch fails validation (only called on the error path, no Redis)."""
     from workqueue.errors import UnknownJobTypeError
@@ -119,6 +92,18 @@ async def _locate(client: Client, specs: list[TaskSpec], exc: TaskValidationErro
     return None
 
 
+def _answer(job: EnqueuedJob) -> dict[str, Any]:
+    """The JSON shape of one enqueue answer (times as in every answer: see ``utc_text``)."""
+    return {
+        "id": job.id,
+        "type": job.type,
+        "queue": job.queue,
+        "status": job.status,
+        "retries": job.retries,
+        "enqueued_at": utc_text(job.enqueued_at),
+    }
+
+
 def _json(content: Any, status: int, headers: dict[str, str] | None = None) -> Response[Any]:
     """An answer encoded here with msgspec (the route's annotation still documents it)."""
     return Response(
@@ -133,8 +118,7 @@ async def enqueue(request: Request[Any, Any, Any]) -> Response[EnqueueAnswer]:
     key = request.headers.get("idempotency-key")
     spec = spec_from_object(body, idempotency_key=key or None, typed=_typed(client))
     (job,) = await guarded(client.enqueue_specs([spec]), settings.redis_deadline_s)
-    _log_enqueued([job])
-    return _json(job.to_dict(), 200 if job.duplicate else 202, {"Location": f"/jobs/{job.id}"})
+    return _json(_answer(job), 200 if job.duplicate else 202, {"Location": f"/jobs/{job.id}"})
 
 
 async def enqueue_batch(request: Request[Any, Any, Any]) -> Response[list[EnqueueAnswer]]:
@@ -166,9 +150,8 @@ async def enqueue_batch(request: Request[Any, Any, Any]) -> Response[list[Enqueu
         if index is not None:
             exc.field = f"[{index}].{exc.field}"
         raise
-    _log_enqueued(jobs)
     status = 200 if all(job.duplicate for job in jobs) else 202
-    return _json([job.to_dict() for job in jobs], status)
+    return _json([_answer(job) for job in jobs], status)
 
 
 async def get_job(
@@ -179,7 +162,10 @@ async def get_job(
     if not job_id or len(job_id) > _MAX_JOB_ID:
         raise JobNotFound(job_id[:_MAX_JOB_ID])
     info = await guarded(client.get_job(job_id), request.app.state.settings.redis_deadline_s)
-    return JobAnswer(**{name: getattr(info, name) for name in JOB_FIELDS})
+    shown = {name: getattr(info, name) for name in JOB_FIELDS}
+    for name in ("enqueued_at", "started_at", "finished_at"):
+        shown[name] = utc_text(shown[name])
+    return JobAnswer(**shown)
 
 
 async def health() -> HealthAnswer:
@@ -211,6 +197,7 @@ def build_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRou
             ),
             responses={**idempotent, **_BAD_BODY, **auth, **_UNAVAILABLE},
             security=security,
+            opt={"json_body": True},
         )(enqueue),
         post(
             ["/enqueue/batch", "/api/enqueue/batch"],
@@ -225,6 +212,7 @@ def build_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRou
             ),
             responses={**_BATCH_REPEAT, **_BAD_BODY, **auth, **_UNAVAILABLE},
             security=security,
+            opt={"json_body": True},
         )(enqueue_batch),
         get(
             ["/jobs/{job_id:str}", "/api/jobs/{job_id:str}"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -36,12 +36,25 @@ __all__ = [
     "batch_schema",
     "operation_class",
     "task_schema",
+    "utc_text",
 ]
 
 #: a job type or queue name, as JSON Schema (ECMA 262) states it; the producer checks the same
 NAME_REGEX = r"^[A-Za-z0-9_.:-]{1,128}$"
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
+
+
+def utc_text(moment: datetime | None) -> str | None:
+    """The one time format of the HTTP answers: RFC 3339 in UTC with milliseconds and ``Z``
+    (``2026-01-02T03:04:05.678Z``), as the event log writes it; Redis keeps milliseconds."""
+    if moment is None:
+        return None
+    t = moment.astimezone(UTC) if moment.tzinfo is not None else moment
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        f".{t.microsecond // 1000:03d}Z"
+    )
 
 
 class EnqueueAnswer(msgspec.Struct):
@@ -64,9 +77,10 @@ class JobAnswer(msgspec.Struct):
     status: str
     attempts: int
     retries: int
-    enqueued_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    #: times: RFC 3339, UTC, milliseconds, ``Z`` (see :func:`utc_text`)
+    enqueued_at: str | None
+    started_at: str | None
+    finished_at: str | None
     result: Any
     error: str | None
 

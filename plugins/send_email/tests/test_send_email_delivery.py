@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ import workqueue_send_email
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from smtp_testkit import Server, free_port, make_context, payload, run_job, start_worker
 from workqueue_send_email import SmtpTemporaryError
+from workqueue_send_email.config import default_sender
 
 from workqueue import PermanentError
 
@@ -466,16 +468,70 @@ async def test_missing_smtp_url_does_not_stop_the_worker() -> None:
         await run_job({"to": "a@example.org", "subject": "x"})
 
 
-async def test_no_sender_anywhere_fails_for_good(
+async def test_the_smtp_url_alone_is_enough_the_sender_is_workqueue_at_this_host(
     smtp_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Given only WORKQUEUE_SMTP_URL, as the top-level README says suffices
     server = smtp_server()
     use_server(monkeypatch, f"smtp://127.0.0.1:{server.port}", sender=None)
+    await start_worker()
 
-    with pytest.raises(PermanentError, match="WORKQUEUE_SMTP_FROM"):
-        await run_job({"to": "a@example.org", "subject": "x"})
+    # When the seed's e-mail (no 'from') is sent
+    await run_job({"to": "a@example.org", "subject": "testing producer"})
 
-    assert server.recorder.mail_froms == []
+    # Then it is delivered from workqueue@<this host's FQDN>
+    expected = default_sender(None)
+    assert expected == f"workqueue@{socket.getfqdn().rstrip('.').lower()}" or (
+        expected == "workqueue@localhost"
+    )
+    [received] = server.recorder.messages
+    assert received.mail_from == expected
+    assert received.message["From"] == expected
+
+
+def login_server(smtp_server: Callable[..., Server]) -> Server:
+    """A plain SMTP server whose one login, alerts@example.org, is an address."""
+    return smtp_server(
+        auth_require_tls=False, authenticator=password_checker(b"alerts@example.org", b"pw")
+    )
+
+
+async def test_an_smtp_login_that_is_an_address_is_the_default_sender(
+    smtp_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = login_server(smtp_server)
+    use_server(
+        monkeypatch,
+        f"smtp://alerts%40example.org:pw@127.0.0.1:{server.port}?starttls=false",
+        sender=None,
+    )
+    await start_worker()
+
+    await run_job({"to": "a@example.org", "subject": "x"})
+
+    [received] = server.recorder.messages
+    assert received.authenticated and received.mail_from == "alerts@example.org"
+
+
+def test_the_default_sender_rules() -> None:
+    assert default_sender("alerts@example.org", "mail.example.net") == "alerts@example.org"
+    assert default_sender("mailer", "Host.Example.NET.") == "workqueue@host.example.net"
+    assert default_sender(None, "") == "workqueue@localhost"
+    assert default_sender(None, "bad host\n") == "workqueue@localhost"
+
+
+async def test_smtp_from_still_wins_over_the_login(
+    smtp_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = login_server(smtp_server)
+    use_server(
+        monkeypatch, f"smtp://alerts%40example.org:pw@127.0.0.1:{server.port}?starttls=false"
+    )
+    await start_worker()
+
+    await run_job({"to": "a@example.org", "subject": "x"})
+
+    assert server.recorder.mail_froms == [SENDER]
 
 
 async def test_the_worker_enforces_its_own_recipient_cap(

@@ -11,6 +11,10 @@ by default) or ``smtps://...`` (TLS from the first byte, port 465 by default). O
 * ``pool_size=N`` connections kept open per worker process (default 2).
 * ``helo=NAME`` the name sent in EHLO (default: this host's fully qualified name).
 
+The sender of a payload without ``from`` is ``WORKQUEUE_SMTP_FROM``; unset, it is the SMTP
+login when that is an address (``smtp://alerts%40example.org:pw@...``), else
+``workqueue@`` this host's fully qualified name, so ``WORKQUEUE_SMTP_URL`` alone is enough.
+
 Credentials and the URL itself never appear in error messages or in ``repr``.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +37,7 @@ __all__ = [
     "SmtpConfig",
     "SmtpConfigError",
     "StartTls",
+    "default_sender",
     "max_recipients_from_env",
 ]
 
@@ -56,6 +62,25 @@ _STARTTLS_VALUES: dict[str, StartTls] = {
     "auto": "auto",
 }
 _OPTIONS = frozenset({"starttls", "timeout", "pool_size", "helo"})
+
+
+def _is_address(value: str) -> bool:
+    try:
+        check_address(value, "sender")
+    except ValueError:
+        return False
+    return True
+
+
+def default_sender(username: str | None, fqdn: str | None = None) -> str:
+    """The sender when neither the payload nor ``WORKQUEUE_SMTP_FROM`` names one: the SMTP
+    login if it is an address, else ``workqueue@<fqdn>`` (this host's name by default; a
+    name that makes no address gives ``workqueue@localhost``)."""
+    if username and _is_address(username):
+        return username
+    host = (fqdn if fqdn is not None else socket.getfqdn()).strip().rstrip(".").lower()
+    candidate = f"workqueue@{host}"
+    return candidate if host and _is_address(candidate) else "workqueue@localhost"
 
 
 class SmtpConfigError(PermanentError):
@@ -90,6 +115,7 @@ class SmtpConfig:
     pool_size: int = DEFAULT_POOL_SIZE
     helo_name: str | None = None
     ca_file: str | None = None
+    #: the sender of payloads without ``from`` (see :func:`default_sender` when unset)
     default_from: str | None = None
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
 
@@ -143,12 +169,13 @@ class SmtpConfig:
             raise SmtpConfigError(
                 f"{URL_VARIABLE}: smtps:// is already TLS; starttls=true applies to smtp:// only"
             )
+        username = unquote(parts.username) if parts.username is not None else None
         return cls(
             host=parts.hostname,
             port=port_number or (465 if implicit_tls else 25),
             implicit_tls=implicit_tls,
             starttls="never" if implicit_tls else starttls,
-            username=unquote(parts.username) if parts.username is not None else None,
+            username=username,
             password=unquote(parts.password) if parts.password is not None else None,
             timeout_seconds=_positive_number(options.get("timeout"), DEFAULT_TIMEOUT_SECONDS),
             pool_size=int(
@@ -156,7 +183,7 @@ class SmtpConfig:
             ),
             helo_name=options.get("helo") or None,
             ca_file=ca_file,
-            default_from=default_from,
+            default_from=default_from or default_sender(username),
             max_recipients=max_recipients,
         )
 

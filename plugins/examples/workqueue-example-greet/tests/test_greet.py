@@ -27,18 +27,18 @@ def context() -> JobContext:
     )
 
 
-async def test_the_handler_greets_by_name() -> None:
+async def test_the_handler_greets_by_name() -> None:  # 1. the handler alone
     assert await greet(GreetPayload(name="Ada"), context()) == "hello Ada"
 
 
 @pytest.mark.parametrize("payload", [{}, {"name": ""}, {"name": 3}, {"name": "x", "age": 3}])
-def test_bad_payloads_are_rejected(payload: dict[str, object]) -> None:
+def test_bad_payloads_are_rejected(payload: dict[str, object]) -> None:  # 2. the schema
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert(payload, GreetPayload)
 
 
 async def test_workqueue_discovers_the_plugin_and_validates_through_it() -> None:
-    # Loads the installed entry point exactly as the producer and the worker do
+    # 3. discovery: loads the installed entry point exactly as the producer and the worker do
     registry = build_registry(only=["greet"])
     job_type = registry.require("greet")
 
