@@ -911,7 +911,7 @@ def main(argv: list[str] | None = None) -> int:
         "redis": redis_version,
         "runs": cfg.runs,
         "quick": quick,
-        "workqueue": _version("workqueue"),
+        "workqueue": _version("workqueue-core"),
         "seconds": round(time.perf_counter() - started_at),
     }
     res.notes.extend(NOTES)

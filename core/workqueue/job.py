@@ -16,6 +16,7 @@ __all__ = [
     "ReservedJob",
     "Status",
     "ms_to_datetime",
+    "utc_text",
 ]
 
 
@@ -38,6 +39,19 @@ def ms_to_datetime(ms: int | None) -> datetime | None:
         return datetime.fromtimestamp(ms / 1000, tz=UTC)
     except (OverflowError, ValueError, OSError):  # a corrupt record: no such time
         return None
+
+
+def utc_text(moment: datetime | None) -> str | None:
+    """The one time format of HTTP answers and the CLI's ``--json`` output: RFC 3339 in UTC
+    with milliseconds and ``Z`` (``2026-01-02T03:04:05.678Z``), as the event log writes it;
+    Redis keeps milliseconds."""
+    if moment is None:
+        return None
+    t = moment.astimezone(UTC) if moment.tzinfo is not None else moment
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        f".{t.microsecond // 1000:03d}Z"
+    )
 
 
 class NewJob(msgspec.Struct, frozen=True):
@@ -74,7 +88,7 @@ class EnqueuedJob(msgspec.Struct, frozen=True):
             "queue": self.queue,
             "status": self.status,
             "retries": self.retries,
-            "enqueued_at": self.enqueued_at.isoformat(),
+            "enqueued_at": utc_text(self.enqueued_at),
         }
 
 
@@ -117,7 +131,7 @@ class JobInfo(msgspec.Struct, frozen=True):
         shown = {name: getattr(self, name) for name in JOB_FIELDS}
         for name in ("enqueued_at", "started_at", "finished_at"):
             if shown[name] is not None:
-                shown[name] = shown[name].isoformat()
+                shown[name] = utc_text(shown[name])
         return shown
 
 

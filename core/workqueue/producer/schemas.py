@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -20,6 +19,7 @@ from litestar.openapi.spec import (
 
 from workqueue.client import Limits
 from workqueue.errors import WorkQueueError
+from workqueue.job import utc_text
 from workqueue.registry import Registry
 from workqueue.schema import schema_json
 
@@ -43,18 +43,6 @@ __all__ = [
 NAME_REGEX = r"^[A-Za-z0-9_.:-]{1,128}$"
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
-
-
-def utc_text(moment: datetime | None) -> str | None:
-    """The one time format of the HTTP answers: RFC 3339 in UTC with milliseconds and ``Z``
-    (``2026-01-02T03:04:05.678Z``), as the event log writes it; Redis keeps milliseconds."""
-    if moment is None:
-        return None
-    t = moment.astimezone(UTC) if moment.tzinfo is not None else moment
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
-        f".{t.microsecond // 1000:03d}Z"
-    )
 
 
 class EnqueueAnswer(msgspec.Struct):
