@@ -106,7 +106,7 @@ def test_oversize_length_is_413_before_the_body_is_read(target: Target) -> None:
     assert answer.json() == {
         "error": "body_too_large",
         "field": None,
-        "problem": "Request Entity Too Large",
+        "problem": f"the body is over the limit of {MAX_BODY} bytes (--max-body-bytes)",
     }
     assert answer.header("connection") == "close"
     assert answer.closed
