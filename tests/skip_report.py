@@ -17,6 +17,10 @@ category) is an *unexpected skip*. When ``CI`` is set to a true value (``1``, ``
 error, when the skip came from a fixture or a mark) and a module's becomes a collection error.
 Elsewhere it is listed in the NOT RUN section, marked as one that would fail under CI.
 
+When ``WQ_NOT_RUN_LOG`` names a file, each run also appends to it one line per test not run,
+``session<TAB>nodeid<TAB>reason<TAB>expected|unexpected`` (the nox session, or ``-``):
+.ci/run prints them all at its end.
+
 Loaded by tests/conftest.py (``pytest_plugins``); the plugins' suites load it with
 ``-p skip_report`` and ``tests/`` on ``PYTHONPATH`` (see noxfile.py). xfail is left alone, and
 tests deselected with ``-m``/``-k`` are counted by pytest's own closing line.
@@ -120,6 +124,13 @@ def pytest_terminal_summary(
         if not record.expected:
             line += "  [FAILED: unexpected skip]" if strict else "  [unexpected: fails under CI]"
         terminalreporter.write_line(line)
+    log = os.environ.get("WQ_NOT_RUN_LOG")
+    if log and records:
+        session = os.environ.get("NOX_CURRENT_SESSION", "-")
+        with open(log, "a", encoding="utf-8") as out:
+            for r in records:
+                kind = "expected" if r.expected else "unexpected"
+                out.write(f"{session}\t{r.nodeid}\t{' '.join(r.reason.split())}\t{kind}\n")
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         terminalreporter.write_line(
             "NOT RUN: pytest collected no tests (exit 5): check the paths and the -m/-k "
