@@ -18,7 +18,8 @@ error, when the skip came from a fixture or a mark) and a module's becomes a col
 Elsewhere it is listed in the NOT RUN section, marked as one that would fail under CI.
 
 When ``WQ_NOT_RUN_LOG`` names a file, each run also appends to it one line per test not run,
-``session<TAB>nodeid<TAB>reason<TAB>expected|unexpected`` (the nox session, or ``-``):
+``session<TAB>nodeid<TAB>reason<TAB>expected|unexpected`` (the nox session, or ``-``), and
+a ``nothing-collected`` line when pytest collected no tests (exit 5, which fails the session):
 .ci/run prints them all at its end.
 
 Loaded by tests/conftest.py (``pytest_plugins``); the plugins' suites load it with
@@ -124,14 +125,18 @@ def pytest_terminal_summary(
         if not record.expected:
             line += "  [FAILED: unexpected skip]" if strict else "  [unexpected: fails under CI]"
         terminalreporter.write_line(line)
+    nothing = exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
     log = os.environ.get("WQ_NOT_RUN_LOG")
-    if log and records:
+    if log and (records or nothing):
         session = os.environ.get("NOX_CURRENT_SESSION", "-")
         with open(log, "a", encoding="utf-8") as out:
             for r in records:
                 kind = "expected" if r.expected else "unexpected"
                 out.write(f"{session}\t{r.nodeid}\t{' '.join(r.reason.split())}\t{kind}\n")
-    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            if nothing:
+                args = " ".join(config.invocation_params.args)
+                out.write(f"{session}\tpytest {args}\tno tests collected\tnothing-collected\n")
+    if nothing:
         terminalreporter.write_line(
             "NOT RUN: pytest collected no tests (exit 5): check the paths and the -m/-k "
             "selection; nothing ran",
