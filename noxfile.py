@@ -57,6 +57,14 @@ def _install_fault_tools(session: nox.Session) -> None:
         session.warn(f"still missing: {' '.join(missing)}; the tests needing them are NOT RUN")
 
 
+def _install_for_faults(session: nox.Session) -> None:
+    """The product, the test plugin and the built-in plugins (test_secrets runs send_email
+    and http_webhook in real workers)."""
+    session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
+    for plugin in PLUGINS:
+        session.install("-e", f"{plugin}[test]")
+
+
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
     """The fast tier: tests/unit and tests/integration against the Redis at 127.0.0.1:6379,
@@ -111,7 +119,7 @@ def faults(session: nox.Session) -> None:
     for network namespaces, say) are listed under NOT RUN with their reason.
     """
     _install_fault_tools(session)
-    session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
+    _install_for_faults(session)
     session.run("pytest", "tests/faults", "-m", "not soak", "--durations=10", *session.posargs)
 
 
@@ -125,7 +133,7 @@ def acl(session: nox.Session) -> None:
     command was refused. Takes about as long as the ``faults`` session.
     """
     _install_fault_tools(session)
-    session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
+    _install_for_faults(session)
     session.run("python", "tests/acl_run.py", *session.posargs)
 
 
