@@ -1,5 +1,11 @@
-"""Automation: ``nox`` runs tests, lint, typecheck, schemathesis and acl; ``nox -s bench`` runs the
-benchmark and ``nox -s soak`` the long load tests."""
+"""Automation. ``nox`` (what CI runs) runs the tiers in order: tests (unit, integration and the
+plugins' suites, the fast tier), lint, typecheck, schemathesis, faults (tests/faults) and acl
+(the fault suite again as a restricted Redis user). ``nox -s tests`` or ``nox -s faults`` runs
+one tier; ``nox -s bench`` runs the benchmark and ``nox -s soak`` the long load tests.
+
+Every pytest run loads tests/skip_report.py: a test may be skipped only with a reason starting
+``not run here:``, each run prints a ``NOT RUN: N tests`` section, and under ``CI=true`` any
+other skip fails the run."""
 
 from __future__ import annotations
 
@@ -10,22 +16,67 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "schemathesis", "acl"]
+nox.options.sessions = ["tests", "lint", "typecheck", "schemathesis", "faults", "acl"]
 nox.options.reuse_existing_virtualenvs = True
+# A session whose interpreter is missing fails instead of being skipped.
+nox.options.error_on_missing_interpreters = True
 
 PLUGINS = ["plugins/send_email", "plugins/http_webhook", "plugins/examples/workqueue-example-greet"]
+TESTS_DIR = Path(__file__).resolve().parent / "tests"
+
+# What the fault suite runs besides Python: command -> Debian package. redis-server for the
+# private servers the tests start, faketime (libfaketime) for test_clocks.py, ip (iproute2)
+# for test_netns_partition.py. Where one cannot be installed its tests are reported NOT RUN.
+FAULT_TOOLS = {"redis-server": "redis-server", "faketime": "faketime", "ip": "iproute2"}
+FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+def _missing_fault_packages() -> list[str]:
+    missing = [package for command, package in FAULT_TOOLS.items() if shutil.which(command) is None]
+    if "faketime" not in missing and not FAKETIME_LIB.exists():
+        missing.append("libfaketime")
+    return missing
+
+
+def _install_fault_tools(session: nox.Session) -> None:
+    """apt-get install what the fault suite needs and is missing (as root, or with sudo -n)."""
+    missing = _missing_fault_packages()
+    if not missing:
+        return
+    if shutil.which("apt-get") is None or (os.geteuid() != 0 and shutil.which("sudo") is None):
+        session.warn(f"cannot install {' '.join(missing)}: no apt-get, or not root and no sudo")
+        return
+    apt = ["apt-get"] if os.geteuid() == 0 else ["sudo", "-n", "apt-get"]
+    # Exit 100: the package index is missing or stale; 1: sudo wants a password.
+    session.run(*apt, "install", "-y", "-q", *missing, external=True, success_codes=[0, 1, 100])
+    if _missing_fault_packages():
+        session.run(*apt, "update", "-q", external=True, success_codes=[0, 1, 100])
+        missing = _missing_fault_packages()
+        session.run(*apt, "install", "-y", "-q", *missing, external=True, success_codes=[0, 1, 100])
+    if missing := _missing_fault_packages():
+        session.warn(f"still missing: {' '.join(missing)}; the tests needing them are NOT RUN")
+
+
+def _install_for_faults(session: nox.Session) -> None:
+    """The product, the test plugin and the built-in plugins (test_secrets runs send_email
+    and http_webhook in real workers)."""
+    session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
+    for plugin in PLUGINS:
+        session.install("-e", f"{plugin}[test]")
 
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """The core suite against the real Redis, then each plugin's own suite."""
+    """The fast tier: tests/unit and tests/integration against the Redis at 127.0.0.1:6379,
+    then each plugin's own suite (with tests/skip_report.py loaded). Posargs go to the core
+    pytest run. Under 8 minutes; the fault suite is the ``faults`` session."""
     session.install("-e", ".[test,speed]")
     for plugin in PLUGINS:
         session.install("-e", f"{plugin}[test]")
-    session.run("pytest", "tests", *session.posargs)
+    session.run("pytest", "tests/unit", "tests/integration", "--durations=10", *session.posargs)
     for plugin in PLUGINS:
         with session.chdir(plugin):
-            session.run("pytest", "tests")
+            session.run("pytest", "-p", "skip_report", "tests", env={"PYTHONPATH": str(TESTS_DIR)})
 
 
 @nox.session(python="3.11")
@@ -60,17 +111,29 @@ def schemathesis(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def faults(session: nox.Session) -> None:
+    """The fault suite: ``pytest tests/faults -m "not soak"`` (docs/reliability.md).
+
+    Installs what those tests need besides Python when missing (redis-server, faketime,
+    iproute2; apt-get as root or through ``sudo -n``). Tests that still cannot run (no root
+    for network namespaces, say) are listed under NOT RUN with their reason.
+    """
+    _install_fault_tools(session)
+    _install_for_faults(session)
+    session.run("pytest", "tests/faults", "-m", "not soak", "--durations=10", *session.posargs)
+
+
+@nox.session(python="3.11")
 def acl(session: nox.Session) -> None:
-    """The integration and fault suites as a restricted Redis user (T30).
+    """The fault suite as a restricted Redis user (T30).
 
     tests/acl_run.py starts a private redis-server whose default user is off and whose test
     user has ``~wqtest-* &* +@all -@dangerous -@admin`` (no KEYS, FLUSH*, CONFIG, DEBUG,
-    INFO...), runs ``pytest tests/integration tests/faults -m "not soak"`` as that user and
-    fails if any command was refused. Takes about as long as those suites (~5 min here).
+    INFO...), runs ``pytest tests/faults -m "not soak"`` as that user and fails if any
+    command was refused. Takes about as long as the ``faults`` session.
     """
-    session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
-    for plugin in PLUGINS:
-        session.install("-e", f"{plugin}[test]")
+    _install_fault_tools(session)
+    _install_for_faults(session)
     session.run("python", "tests/acl_run.py", *session.posargs)
 
 

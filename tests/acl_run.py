@@ -1,4 +1,4 @@
-"""Run the integration and fault suites as a restricted Redis user (``nox -s acl``).
+"""Run the fault suite as a restricted Redis user (``nox -s acl``).
 
 Starts a private ``redis-server`` on a free port whose ACL file disables the default user and
 defines one user limited to the test key prefixes, without the dangerous and admin commands::
@@ -6,11 +6,14 @@ defines one user limited to the test key prefixes, without the dangerous and adm
     user default off
     user wqtest on >RANDOM ~wqtest-* &* +@all -@dangerous -@admin
 
-then runs ``pytest tests/integration tests/faults -m "not soak"`` with
+then runs ``pytest tests/faults -m "not soak"`` with
 ``WORKQUEUE_TEST_REDIS_URL`` pointing at that user, and stops the server. Any command the code
 or the tests use that the user may not run (KEYS, FLUSHALL, FLUSHDB, CONFIG, DEBUG, INFO, ...)
 fails the run; the server's ACL LOG is printed when it has entries. Extra arguments go to
 pytest. Exit status: pytest's, or 1 when the ACL LOG shows a refused command.
+
+Only the fault suite runs here; tests/integration runs once, in ``nox -s tests``, against the
+shared Redis (the CI tiers: docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -59,8 +62,7 @@ def main(argv: list[str]) -> int:
         print(f"redis-server with ACLs on 127.0.0.1:{server.port}; tests run as user {USER!r}")
         started = time.monotonic()
         code = subprocess.call(
-            [sys.executable, "-m", "pytest", "tests/integration", "tests/faults",
-             "-m", "not soak", *argv],
+            [sys.executable, "-m", "pytest", "tests/faults", "-m", "not soak", *argv],
             env={**os.environ, "WORKQUEUE_TEST_REDIS_URL": url},
         )  # fmt: skip
         print(f"acl session: pytest took {time.monotonic() - started:.0f} s")

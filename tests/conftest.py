@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from workqueue.broker import Broker
     from workqueue.client import Client
 
+# Every skip needs a "not run here: <reason>"; the run lists them (tests/skip_report.py).
+pytest_plugins = ["skip_report"]
+
 # ---------------------------------------------------------------------------------------------
 # The test plugin distributions (tests/plugin_packages/)
 # ---------------------------------------------------------------------------------------------

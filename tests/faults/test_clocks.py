@@ -123,7 +123,7 @@ MODES = [
         "faketime",
         marks=pytest.mark.skipif(
             shutil.which("faketime") is None or not FAKETIME_LIB.exists(),
-            reason="libfaketime is not installed (apt-get install faketime)",
+            reason="not run here: libfaketime is not installed (apt-get install faketime)",
         ),
     ),
     "knob",

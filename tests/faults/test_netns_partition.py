@@ -51,9 +51,9 @@ class NetNs:
 @pytest.fixture
 def netns() -> Iterator[NetNs]:
     if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+        pytest.skip("not run here: network namespaces need root")
     if shutil.which("ip") is None:
-        pytest.skip("iproute2 ('ip') is not installed")
+        pytest.skip("not run here: iproute2 ('ip') is not installed")
     tag = secrets.token_hex(3)
     # A random link-local /30, used only on the veth pair made here.
     third, fourth = 100 + secrets.randbelow(150), 4 * secrets.randbelow(63)
@@ -66,7 +66,7 @@ def netns() -> Iterator[NetNs]:
     )
     made = _ip("netns", "add", ns.name, check=False)
     if made.returncode != 0:
-        pytest.skip(f"'ip netns add' is not available here: {made.stderr.strip()}")
+        pytest.skip(f"not run here: 'ip netns add' failed: {made.stderr.strip()}")
     try:
         _ip("link", "add", ns.host_if, "type", "veth", "peer", "name", ns.ns_if)
         _ip("link", "set", ns.ns_if, "netns", ns.name)
