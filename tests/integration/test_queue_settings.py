@@ -20,6 +20,7 @@ from redis_server import RedisServer
 
 from workqueue.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
+from workqueue.broker.contract import Lease
 from workqueue.errors import TaskValidationError
 from workqueue.job import NewJob, ReservedJob
 
@@ -150,7 +151,8 @@ async def test_stored_settings_win_over_process_defaults(make: Any, admin: redis
     # completed jobs for an hour (as `workqueue queues set q --completed-ttl 3600` writes it)
     short, long = make(completed_ttl_s=0.2), make(completed_ttl_s=3600)
     k = short.keys("q")
-    admin.hset(k.settings, mapping={"completed_ttl_ms": 3_600_000})
+    settings = f"{PREFIX}:{{q}}:settings"  # the documented key, spelt out
+    admin.hset(settings, mapping={"completed_ttl_ms": 3_600_000})
     # When the short-default process finishes a job and housekeeps after its own default
     await short.enqueue([job := new_job()])
     (held,) = await _reserve(short, "q", 1)
@@ -160,7 +162,7 @@ async def test_stored_settings_win_over_process_defaults(make: Any, admin: redis
     # Then the record is kept: the stored setting wins over the process's flag
     assert admin.exists(k.job(job.id)) == 1
     # And when the stored retention is short, the long-default process trims by it
-    admin.hset(k.settings, mapping={"completed_ttl_ms": 100})
+    admin.hset(settings, mapping={"completed_ttl_ms": 100})
     await asyncio.sleep(0.2)
     await _housekeep(long, "q")
     assert admin.exists(k.job(job.id)) == 0
@@ -193,13 +195,9 @@ async def test_renew_of_one_queue_is_one_round_trip(make: Any, admin: redis.Redi
     broker = make()
     await broker.enqueue([new_job()])
     (job,) = await _reserve(broker, "q", 1)
-    lease: Any = job.id, job.token
-    try:
-        from workqueue.broker.contract import Lease
-
-        lease = Lease(job.id, job.token)
-    except ImportError:  # before Engine 2: (id, token) pairs
-        pass
+    lease: Any = Lease(job.id, job.token)
+    if "tuple" in str(inspect.signature(broker.renew).parameters["leases"].annotation):
+        lease = job.id, job.token  # before Engine 2: (id, token) pairs
     await broker.renew({"q": [lease]}, lease_ms=5000)
     # When it is renewed
     reads = int(admin.info("stats")["total_reads_processed"])
