@@ -189,7 +189,7 @@ if #repaired > 0 then
 end
 
 -- when the next step has work: the earliest lease expiry or due time, or a trim due
-local next_ms = earliest(KEYS[3], KEYS[4], KEYS[5])
+local next_ms = earliest({KEYS[3], KEYS[4], KEYS[5]})
 for _, part in ipairs({{KEYS[6], q.done_ttl}, {KEYS[7], q.failed_ttl}}) do
   local head = redis.call('ZRANGE', part[1], 0, 0, 'WITHSCORES')
   if head[2] then
