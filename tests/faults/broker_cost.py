@@ -23,11 +23,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from redis_server import RedisServer  # noqa: E402
+from redis_server import RedisServer
 
-from workqueue.broker import Broker, BrokerConfig  # noqa: E402
-from workqueue.broker.connection import create_redis  # noqa: E402
-from workqueue.job import NewJob  # noqa: E402
+from workqueue.broker import Broker, BrokerConfig
+from workqueue.broker.connection import create_redis
+from workqueue.job import NewJob
 
 
 def _snapshot(admin: Any) -> tuple[dict[str, int], float]:
