@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from redis.exceptions import ResponseError
 from redis_server import RedisServer
 
 from workqueue.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
+from workqueue.broker.contract import Applied, FinishOp, Lease, OpKind
 from workqueue.job import NewJob
 
 PREFIX = "hk"
@@ -193,3 +196,48 @@ async def test_replay_is_per_queue(broker: Broker) -> None:
     # ... and queue 1's id used on queue 2 is not a replay there
     fresh = await broker.reserve("q2", 1, lease_ms=5000, worker_id="w", request_id="a")
     assert not fresh.replayed and fresh.jobs[0].id != other.jobs[0].id
+
+
+async def test_outcomes_leases_and_housekeeping_apply_at_maxmemory(tmp_path: Path) -> None:
+    # Given a Redis at maxmemory that evicts nothing, a held job and a finished one to trim
+    srv = RedisServer(tmp_path, appendonly=False)
+    srv.start()
+    conf = BrokerConfig(prefix=PREFIX, completed_ttl_s=0.2)
+    b = Broker(create_redis(srv.url), conf)
+    admin = srv.client()
+    try:
+        held, done = new_job(), new_job()
+        await b.enqueue([held, done])
+        got = await b.reserve("q", 2, lease_ms=60_000, worker_id="w", request_id="r")
+        by_id = {j.id: j for j in got.jobs}
+        await b.finish({"q": [FinishOp(OpKind.ACK, done.id, by_id[done.id].token, b"1")]})
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", used)
+        # (the admin's own writes are refused from here on: the memory is full)
+        assert "maxmemory" in _refused(admin)
+        with pytest.raises(ResponseError, match="maxmemory"):
+            await b.enqueue([new_job()])
+        await asyncio.sleep(0.3)
+        # When the holder renews, housekeeping takes its duty and trims, and the job is acked
+        lease = Lease(held.id, by_id[held.id].token)
+        assert await b.renew({"q": [lease]}, lease_ms=60_000) == {}
+        step = await b.housekeep("q", worker_id="hk", duty_ms=5000)
+        assert step.held and step.trimmed == 1
+        op = FinishOp(OpKind.ACK, held.id, lease.token, b"1")
+        # Then each applies (every script's first write frees memory, or writes nothing new)
+        assert await b.finish({"q": [op]}) == {"q": [Applied.COMPLETED]}
+    finally:
+        admin.close()
+        await b.redis.aclose()
+        srv.close()
+
+
+def _refused(admin: redis.Redis) -> str:
+    """Fill Redis until a write is refused; the refusal's message."""
+    for n in range(100_000):
+        try:
+            admin.set(f"filler:{n}", "x" * 10_000)
+        except ResponseError as exc:
+            return str(exc)
+    raise AssertionError("Redis never reached maxmemory")

