@@ -110,22 +110,7 @@ for _, part in ipairs({{KEYS[6], 'completed', q.done_ttl}, {KEYS[7], 'failed', q
   if #ids > 0 then
     budget = budget - #ids
     if budget <= 0 then more = true end
-    local dels, gone = {}, {}
-    for _, id in ipairs(ids) do
-      local key = jobp .. id
-      local f = fields(key, 'status', 'idem')
-      if f and f[1] == status then
-        dels[#dels + 1] = key
-        gone[#gone + 1] = id
-        if f[2] and f[2] ~= '' and redis.call('GET', idemp .. f[2]) == id then
-          dels[#dels + 1] = idemp .. f[2]
-        end
-        trimmed = trimmed + 1
-      end
-    end
-    each_chunk(ids, function(...) redis.call('ZREM', index, ...) end)
-    each_chunk(dels, function(...) redis.call('DEL', ...) end)
-    each_chunk(gone, function(...) redis.call('ZREM', KEYS[11], ...) end)
+    trimmed = trimmed + delete_finished(index, KEYS[11], ids, status, jobp, idemp)
   end
 end
 

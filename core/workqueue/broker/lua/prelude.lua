@@ -94,6 +94,33 @@ local function retain(key, id, ttl, ledger, idemp, idem)
   return false
 end
 
+-- Delete the finished records of `ids` (entries of the finished index `index`) whose status is
+-- `status`, each with its idempotency key when that still names it, in one DEL per chunk, and
+-- remove the entries from the index and the ledger (a record that is gone leaves the ledger
+-- too; an entry whose record is in another state is only removed from the index).
+-- Returns the number of records deleted.
+local function delete_finished(index, ledger, ids, status, jobp, idemp)
+  local dels, gone, deleted = {}, {}, 0
+  for _, id in ipairs(ids) do
+    local key = jobp .. id
+    local f = fields(key, 'status', 'idem')
+    if f and f[1] == status then
+      dels[#dels + 1] = key
+      gone[#gone + 1] = id
+      deleted = deleted + 1
+      if f[2] and f[2] ~= '' and redis.call('GET', idemp .. f[2]) == id then
+        dels[#dels + 1] = idemp .. f[2]
+      end
+    elseif f and not f[1] and redis.call('EXISTS', key) == 0 then
+      gone[#gone + 1] = id
+    end
+  end
+  each_chunk(ids, function(...) redis.call('ZREM', index, ...) end)
+  each_chunk(dels, function(...) redis.call('DEL', ...) end)
+  if ledger then each_chunk(gone, function(...) redis.call('ZREM', ledger, ...) end) end
+  return deleted
+end
+
 -- Fail a job for good outside a worker's report (lost too often, or an invalid record).
 -- q: {failed = failed index, stats, ledger, idemp, failed_ttl}. The token is cleared: a late
 -- report from the last lease is refused as stale.
