@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import math
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ import msgspec
 from workqueue import clock
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
+from workqueue.broker.contract import EnqueueResult
 from workqueue.errors import (
     IdempotencyConflict,
     PayloadValidationError,
@@ -264,7 +266,9 @@ def _run_at_ms(value: datetime | str) -> int:
     return max(millis, 0)
 
 
-_RawResult = tuple[str, str, bool, str, int]
+_RawResult = EnqueueResult
+#: how long the job types live workers advertise are reused before they are read again
+ADVERT_CACHE_SECONDS = 5.0
 
 
 class _EnqueueEvents:
@@ -320,6 +324,8 @@ class Client:
         self.limits = limits or Limits()
         #: when False, any well-formed type name is accepted (for clients without plugins)
         self.check_types = check_types
+        #: (monotonic time read, types) of the last advert read
+        self._adverts: tuple[float, set[str]] | None = None
         # the auto-batcher: jobs waiting for the write in flight to finish
         self._pending: list[tuple[NewJob, asyncio.Future[_RawResult]]] = []
         self._busy = False
@@ -344,7 +350,7 @@ class Client:
 
     async def aclose(self) -> None:
         """Close the Redis connections."""
-        await self.broker.redis.aclose()
+        await self.broker.aclose()
 
     async def __aenter__(self) -> Client:
         return self
@@ -352,20 +358,16 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def advertised_types(self) -> set[str]:
-        """Job types that live workers advertise in Redis."""
-        keys = self.broker.globals
-        ids = await self.broker.redis.zrange(keys.workers, 0, -1)
-        if not ids:
-            return set()
-        adverts = await self.broker.redis.mget([keys.worker(_text(i)) for i in ids])
-        types: set[str] = set()
-        for advert in adverts:
-            if advert:
-                try:
-                    types.update(msgspec.json.decode(advert).get("types", []))
-                except (msgspec.DecodeError, AttributeError):
-                    continue
+    async def advertised_types(self, *, fresh: bool = False) -> set[str]:
+        """Job types that live workers advertise in Redis, reused for
+        :data:`ADVERT_CACHE_SECONDS` unless ``fresh`` (a producer lacking a job type would
+        otherwise read every worker's advert on every enqueue: two round trips, O(workers))."""
+        now = time.monotonic()
+        cached = self._adverts
+        if not fresh and cached is not None and now - cached[0] < ADVERT_CACHE_SECONDS:
+            return cached[1]
+        types = {t for advert in await self.broker.workers() for t in advert.types}
+        self._adverts = (now, types)
         return types
 
     async def _remote_types(self, types: Iterable[Any]) -> Iterable[str]:
@@ -374,9 +376,13 @@ class Client:
         if not self.check_types:
             return {t for t in types if isinstance(t, str)}
         registry = self.registry
-        if all(t in registry for t in types if isinstance(t, str)):
+        wanted = {t for t in types if isinstance(t, str) and t not in registry}
+        if not wanted:
             return ()
-        return await self.advertised_types()
+        known = await self.advertised_types()
+        if not wanted <= known:  # a worker that just started: read again before refusing
+            known = await self.advertised_types(fresh=True)
+        return known
 
     async def enqueue(
         self,
@@ -447,24 +453,25 @@ class Client:
         moment_ms = -1
         moment = clock.now_datetime()
         for job, raw in zip(jobs, results, strict=True):
-            if raw[2] and raw[0] != job.id:
+            if raw.duplicate and raw.id != job.id:
                 answers.append(await self._answer(job, raw))
                 continue
-            if raw[4] != moment_ms:
-                moment_ms = raw[4]
+            if raw.enqueued_at_ms != moment_ms:
+                moment_ms = raw.enqueued_at_ms
                 moment = ms_to_datetime(moment_ms) or clock.now_datetime()
             answers.append(
-                EnqueuedJob(raw[0], job.type, job.queue, raw[1], job.retries, moment, False)
+                EnqueuedJob(raw.id, job.type, job.queue, raw.status, job.retries, moment, False)
             )
         return answers
 
     async def _answer(self, job: NewJob, raw: _RawResult) -> EnqueuedJob:
-        job_id, status, duplicate, fingerprint, now_ms = raw
+        job_id, status, fingerprint = raw.id, raw.status, raw.fingerprint
+        duplicate = raw.duplicate
         # our own id already there: a write retried after a lost reply, still our job
         duplicate = duplicate and job_id != job.id
         if duplicate and job.idempotency_key and fingerprint != job.fingerprint:
             raise IdempotencyConflict(job_id)
-        enqueued_at = ms_to_datetime(now_ms) or clock.now_datetime()
+        enqueued_at = ms_to_datetime(raw.enqueued_at_ms) or clock.now_datetime()
         if duplicate:
             info = await self.broker.get_job(job_id, job.queue)
             enqueued_at = info.enqueued_at or enqueued_at

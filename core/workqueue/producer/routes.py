@@ -173,7 +173,7 @@ async def health() -> HealthAnswer:
 
 
 async def ready(request: Request[Any, Any, Any], client: NamedDependency[Client]) -> HealthAnswer:
-    await guarded(client.broker.redis.ping(), request.app.state.settings.redis_deadline_s)
+    await guarded(client.broker.ping(), request.app.state.settings.redis_deadline_s)
     return HealthAnswer(status="ready")
 
 
