@@ -346,11 +346,20 @@ def test_housekeeping_schedule() -> None:
     assert next_step_in(HousekeepResult("q", held=True, now_ms=1000), 5.0) == 5.0
     assert next_step_in(HousekeepResult("q", held=True, more=True), 5.0) == MORE_SECONDS
     assert next_step_in(HousekeepResult("q", held=False), 5.0) == 5.0
+    assert next_step_in(HousekeepResult("q", held=False), 5.0, 0.5) == 0.5
 
 
 async def test_housekeeping_runs_for_every_queue_regardless_of_slots() -> None:
     broker = FakeBroker()
-    keeper = Housekeeper(broker, ("a", "b"), "w1", 5.0, WorkerStats())  # type: ignore[arg-type]
+    keeper = Housekeeper(
+        broker,  # type: ignore[arg-type]
+        ("a", "b"),
+        "w1",
+        housekeep_seconds=5.0,
+        lease_seconds=30.0,
+        stats=WorkerStats(),
+    )
+    assert keeper.interval == 5.0 and keeper.duty_ms == 15_000 and keeper.retry == 3.75
     task = asyncio.create_task(keeper.loop())
     await asyncio.sleep(0.2)
     task.cancel()
