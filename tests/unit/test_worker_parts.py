@@ -300,7 +300,13 @@ async def test_a_lost_lease_stops_exactly_that_run() -> None:
 def test_held_leases_leave_out_lost_runs() -> None:
     a, b = Run(job("a", "1")), Run(job("b", "2", queue="other"))
     b.stopped = "lost"
-    assert held_leases([a, b]) == {"q": [Lease("a", "1")]}
+    assert held_leases([a, b]) == ({"q": [Lease("a", "1")]}, [])
+
+
+def test_a_newer_run_of_the_same_job_supersedes_the_older() -> None:
+    old, new, other = Run(job("x", "9")), Run(job("x", "10")), Run(job("y", "3"))
+    leases, superseded = held_leases([new, other, old])
+    assert leases == {"q": [Lease("x", "10"), Lease("y", "3")]} and superseded == [old]
 
 
 # -- settling -----------------------------------------------------------------------------------
