@@ -42,7 +42,7 @@ class WorkerSettings:
     #: longest pause between two housekeeping steps of a queue (lease recovery, promotion of
     #: due jobs, retention, consistency check); a step is taken sooner when a lease expires or a
     #: job falls due earlier. 0 = this process never takes the housekeeping duty.
-    housekeep_seconds: float = 5.0
+    housekeep_seconds: float = 10.0
     #: plain ``def`` handlers still running after their attempt ended (timed out, lease lost)
     #: that make this process stop fetching and recycle itself (None: max(1, concurrency // 2))
     max_hung_threads: int | None = None

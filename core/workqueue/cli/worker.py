@@ -94,7 +94,7 @@ __all__ = ["worker_command"]
     "--housekeep-seconds",
     envvar="WORKQUEUE_HOUSEKEEP_SECONDS",
     type=click.FloatRange(min=0, max=3600),
-    default=5.0,
+    default=10.0,
     show_default=True,
     help="Longest pause between housekeeping steps of a queue (lease recovery, due jobs, "
     "retention, consistency check; sooner when a lease expires or a job falls due). "
