@@ -10,7 +10,7 @@ retention, consistency) is a separate duty: :meth:`Broker.housekeep`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -86,7 +86,7 @@ def _wire_op(op: FinishOp) -> tuple[str, str, str, str, int]:
     data = op.data
     if isinstance(data, bytes):
         data = data.decode("utf-8", "replace")
-    return (op.op.value, op.job_id, op.token, data, op.delay_ms)
+    return (str(op.op), op.job_id, op.token, data, op.delay_ms)
 
 
 def _s(value: Any) -> str:
@@ -339,21 +339,27 @@ class Broker:
         queues = [q for q, items in leases.items() if items]
         if not queues:
             return {}
-        if len(queues) == 1:
-            queue = queues[0]
-            raw = await self._renew_call(queue, leases[queue], lease_ms, None)
-            replies = [raw]
-        else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for queue in queues:
-                    await self._renew_call(queue, leases[queue], lease_ms, pipe)
-                replies = await pipe.execute()
+        replies = await self._per_queue(
+            queues, lambda q, pipe: self._renew_call(q, leases[q], lease_ms, pipe)
+        )
         lost: dict[str, list[Lease]] = {}
         for queue, raw in zip(queues, replies, strict=True):
             if raw:
                 gone = {_s(x) for x in raw}
                 lost[queue] = [lease for lease in leases[queue] if lease.job_id in gone]
         return lost
+
+    async def _per_queue(
+        self, queues: Sequence[str], call: Callable[[str, Any], Awaitable[Any]]
+    ) -> list[Any]:
+        """One script call per queue: a plain EVALSHA for one queue (one round trip; a
+        redis-py pipeline would add a SCRIPT EXISTS), one pipeline for several."""
+        if len(queues) == 1:
+            return [await call(queues[0], None)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                await call(queue, pipe)
+            return list(await pipe.execute())
 
     async def _renew_call(
         self, queue: str, leases: Sequence[Lease], lease_ms: int, pipe: Any
@@ -375,14 +381,7 @@ class Broker:
         queues = [q for q, items in ops.items() if items]
         if not queues:
             return {}
-        if len(queues) == 1:
-            queue = queues[0]
-            replies = [await self._finish_call(queue, ops[queue], None)]
-        else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for queue in queues:
-                    await self._finish_call(queue, ops[queue], pipe)
-                replies = await pipe.execute()
+        replies = await self._per_queue(queues, lambda q, pipe: self._finish_call(q, ops[q], pipe))
         return {q: [_APPLIED[x] for x in raw[1:]] for q, raw in zip(queues, replies, strict=True)}
 
     async def _finish_call(self, queue: str, ops: Sequence[FinishOp], pipe: Any) -> Any:

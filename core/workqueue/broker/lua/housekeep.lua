@@ -37,6 +37,9 @@ local holder = redis.pcall('GET', KEYS[1])
 if holder == worker then
   redis.call('PEXPIRE', KEYS[1], duty)
 elseif holder == false then
+  -- A DEL first: Redis at maxmemory (noeviction) refuses a script's memory-growing command
+  -- (SET) only until the script has written, and housekeeping (trimming) is what frees memory.
+  redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[1], worker, 'NX', 'PX', duty)
 else
   return {0, now}
@@ -107,22 +110,7 @@ for _, part in ipairs({{KEYS[6], 'completed', q.done_ttl}, {KEYS[7], 'failed', q
   if #ids > 0 then
     budget = budget - #ids
     if budget <= 0 then more = true end
-    local dels, gone = {}, {}
-    for _, id in ipairs(ids) do
-      local key = jobp .. id
-      local f = fields(key, 'status', 'idem')
-      if f and f[1] == status then
-        dels[#dels + 1] = key
-        gone[#gone + 1] = id
-        if f[2] and f[2] ~= '' and redis.call('GET', idemp .. f[2]) == id then
-          dels[#dels + 1] = idemp .. f[2]
-        end
-        trimmed = trimmed + 1
-      end
-    end
-    each_chunk(ids, function(...) redis.call('ZREM', index, ...) end)
-    each_chunk(dels, function(...) redis.call('DEL', ...) end)
-    each_chunk(gone, function(...) redis.call('ZREM', KEYS[11], ...) end)
+    trimmed = trimmed + delete_finished(index, KEYS[11], ids, status, jobp, idemp)
   end
 end
 
@@ -189,7 +177,7 @@ if #repaired > 0 then
 end
 
 -- when the next step has work: the earliest lease expiry or due time, or a trim due
-local next_ms = earliest(KEYS[3], KEYS[4], KEYS[5])
+local next_ms = earliest({KEYS[3], KEYS[4], KEYS[5]})
 for _, part in ipairs({{KEYS[6], q.done_ttl}, {KEYS[7], q.failed_ttl}}) do
   local head = redis.call('ZRANGE', part[1], 0, 0, 'WITHSCORES')
   if head[2] then

@@ -94,6 +94,33 @@ local function retain(key, id, ttl, ledger, idemp, idem)
   return false
 end
 
+-- Delete the finished records of `ids` (entries of the finished index `index`) whose status is
+-- `status`, each with its idempotency key when that still names it, in one DEL per chunk, and
+-- remove the entries from the index and the ledger (a record that is gone leaves the ledger
+-- too; an entry whose record is in another state is only removed from the index).
+-- Returns the number of records deleted.
+local function delete_finished(index, ledger, ids, status, jobp, idemp)
+  local dels, gone, deleted = {}, {}, 0
+  for _, id in ipairs(ids) do
+    local key = jobp .. id
+    local f = fields(key, 'status', 'idem')
+    if f and f[1] == status then
+      dels[#dels + 1] = key
+      gone[#gone + 1] = id
+      deleted = deleted + 1
+      if f[2] and f[2] ~= '' and redis.call('GET', idemp .. f[2]) == id then
+        dels[#dels + 1] = idemp .. f[2]
+      end
+    elseif f and not f[1] and redis.call('EXISTS', key) == 0 then
+      gone[#gone + 1] = id
+    end
+  end
+  each_chunk(ids, function(...) redis.call('ZREM', index, ...) end)
+  each_chunk(dels, function(...) redis.call('DEL', ...) end)
+  if ledger then each_chunk(gone, function(...) redis.call('ZREM', ledger, ...) end) end
+  return deleted
+end
+
 -- Fail a job for good outside a worker's report (lost too often, or an invalid record).
 -- q: {failed = failed index, stats, ledger, idemp, failed_ttl}. The token is cleared: a late
 -- report from the last lease is refused as stale.
@@ -108,10 +135,12 @@ end
 
 -- Promote up to `limit` due entries of a scheduled or retry index (status = 'scheduled' or
 -- 'retrying') to the end of the queued list. The head is read first, so a call with nothing
--- due costs one ZRANGE. Returns the number promoted and whether the limit was hit.
+-- due costs one ZRANGE. Returns the number promoted, whether the limit was hit, and the
+-- index's earliest score when nothing was due (-1: empty; nil: unknown, read it again).
 local function promote_due(index, status, queued, stats, jobp, now, limit)
   local head = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
-  if not head[2] or tonumber(head[2]) > now then return 0, false end
+  if not head[2] then return 0, false, -1 end
+  if tonumber(head[2]) > now then return 0, false, tonumber(head[2]) end
   local due = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, limit)
   local pushed = {}
   each_chunk(due, function(...) redis.call('ZREM', index, ...) end)
@@ -128,18 +157,20 @@ local function promote_due(index, status, queued, stats, jobp, now, limit)
     end
   end
   each_chunk(pushed, function(...) redis.call('RPUSH', queued, ...) end)
-  return #pushed, #due >= limit
+  return #pushed, #due >= limit, nil
 end
 
--- The earliest score of some sorted sets (-1: all empty).
-local function earliest(...)
+-- The earliest of some scores (-1: none), reading a sorted set's head only where its score is
+-- not known yet: `heads` maps key -> known earliest score (-1: empty) or false (unknown).
+local function earliest(keys, heads)
   local best = -1
-  for _, z in ipairs({...}) do
-    local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
-    if first[2] then
-      local s = tonumber(first[2])
-      if best < 0 or s < best then best = s end
+  for _, z in ipairs(keys) do
+    local s = heads and heads[z]
+    if s == nil or s == false then
+      local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+      s = first[2] and tonumber(first[2]) or -1
     end
+    if s >= 0 and (best < 0 or s < best) then best = s end
   end
   return best
 end

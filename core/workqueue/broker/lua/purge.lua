@@ -11,22 +11,4 @@ local jobp, idemp, status = ARGV[1], ARGV[2], ARGV[3]
 local batch = tonumber(ARGV[4])
 local cutoff = tonumber(ARGV[5]) or now_ms()
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, batch)
-local dels, gone, deleted = {}, {}, 0
-for _, id in ipairs(ids) do
-  local key = jobp .. id
-  local f = fields(key, 'status', 'idem')
-  if f and f[1] == status then
-    dels[#dels + 1] = key
-    gone[#gone + 1] = id
-    deleted = deleted + 1
-    if f[2] and f[2] ~= '' and redis.call('GET', idemp .. f[2]) == id then
-      dels[#dels + 1] = idemp .. f[2]
-    end
-  elseif f and not f[1] and redis.call('EXISTS', key) == 0 then
-    gone[#gone + 1] = id
-  end
-end
-each_chunk(ids, function(...) redis.call('ZREM', KEYS[1], ...) end)
-each_chunk(dels, function(...) redis.call('DEL', ...) end)
-if KEYS[2] then each_chunk(gone, function(...) redis.call('ZREM', KEYS[2], ...) end) end
-return {cutoff, #ids, deleted}
+return {cutoff, #ids, delete_finished(KEYS[1], KEYS[2], ids, status, jobp, idemp)}
