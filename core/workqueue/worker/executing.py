@@ -89,8 +89,11 @@ class Executor:
 
     def start(self, job: ReservedJob) -> Run:
         """Start a run of a reserved job (the caller checked there is a free slot)."""
-        self.started += 1
         run = Run(job)
+        existing = self.runs.get(run.key)
+        if existing is not None:  # the same lease handed out twice: one run is enough
+            return existing
+        self.started += 1
         self.runs[run.key] = run
         run.task = asyncio.create_task(self._run(run))
         return run
@@ -166,7 +169,8 @@ class Executor:
                 run.duration_s = time.perf_counter() - started
                 self._settle(run)
             if run.thread is None:
-                del self.runs[run.key]
+                if self.runs.get(run.key) is run:
+                    del self.runs[run.key]
                 self.slot_free.set()
             else:
                 self.hung += 1
