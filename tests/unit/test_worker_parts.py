@@ -353,6 +353,8 @@ def test_housekeeping_schedule() -> None:
     assert next_step_in(HousekeepResult("q", held=True, more=True), 5.0) == MORE_SECONDS
     assert next_step_in(HousekeepResult("q", held=False), 5.0) == 5.0
     assert next_step_in(HousekeepResult("q", held=False), 5.0, 0.5) == 0.5
+    # nothing waiting at all: the longer idle pause (no lease can expire sooner)
+    assert next_step_in(HousekeepResult("q", held=True, now_ms=1000), 5.0, 1.0, 7.5) == 7.5
 
 
 async def test_housekeeping_runs_for_every_queue_regardless_of_slots() -> None:
@@ -365,7 +367,8 @@ async def test_housekeeping_runs_for_every_queue_regardless_of_slots() -> None:
         lease_seconds=30.0,
         stats=WorkerStats(),
     )
-    assert keeper.interval == 5.0 and keeper.duty_ms == 15_000 and keeper.retry == 3.75
+    assert keeper.interval == 5.0 and keeper.duty_ms == 15_000
+    assert keeper.retry == 3.75 and keeper.idle == 7.5
     task = asyncio.create_task(keeper.loop())
     await asyncio.sleep(0.2)
     task.cancel()

@@ -14,7 +14,10 @@ when nothing falls due, and the duty is renewed). When the step hit a bound (``m
 goes again almost at once. The duty is held for ``duty = min(3 * interval, lease)`` (at least
 1 s), so the holder renews it at least twice per duty, and when the holder dies another
 process takes over no later than the holder's own leases expire: a process that does not
-hold the duty asks again every ``duty / 4``.
+hold the duty asks again every ``duty / 4``. A step that found nothing waiting at all (no
+lease, no scheduled or retrying job, no finished record to trim: ``next_ms`` is None) is
+followed by a longer pause, ``duty / 2``: no lease can expire sooner than a lease from now,
+so an idle queue costs fewer steps without delaying any recovery.
 """
 
 from __future__ import annotations
@@ -43,15 +46,21 @@ MORE_SECONDS = 0.05
 DUTY_INTERVALS = 3
 
 
-def next_step_in(result: HousekeepResult, interval: float, retry: float | None = None) -> float:
+def next_step_in(
+    result: HousekeepResult,
+    interval: float,
+    retry: float | None = None,
+    idle: float | None = None,
+) -> float:
     """Seconds until the next step of a queue's housekeeping (see the module docstring);
-    ``retry``: the pause of a process that does not hold the duty (default ``interval``)."""
+    ``retry``: the pause of a process that does not hold the duty (default ``interval``);
+    ``idle``: the pause after a step that found nothing waiting at all (default ``interval``)."""
     if not result.held:
         return interval if retry is None else retry
     if result.more:
         return MORE_SECONDS
     if result.next_ms is None:
-        return interval
+        return interval if idle is None else max(interval, idle)
     return min(interval, max(0.0, (result.next_ms - result.now_ms) / 1000))
 
 
@@ -98,6 +107,7 @@ class Housekeeper:
         duty = max(1.0, min(DUTY_INTERVALS * self.interval, lease_seconds))
         self.duty_ms = int(duty * 1000)
         self.retry = duty / 4
+        self.idle = duty / 2
         self.stats = stats
 
     async def loop(self) -> None:
@@ -116,7 +126,7 @@ class Housekeeper:
                 backoff = min(backoff * 2, self.interval)
                 continue
             backoff = 0.5
-            await asyncio.sleep(next_step_in(result, self.interval, self.retry))
+            await asyncio.sleep(next_step_in(result, self.interval, self.retry, self.idle))
 
     async def step(self, queue: str) -> HousekeepResult:
         """One bounded step on one queue, its findings logged."""
