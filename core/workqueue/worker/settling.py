@@ -28,6 +28,11 @@ __all__ = ["RECONNECT_MAX_SECONDS", "Settler"]
 
 RECONNECT_MAX_SECONDS = 5.0
 
+# Module constants: an enum member looked up on its class costs more, once per job.
+_ACK, _FAIL, _RELEASE = OpKind.ACK, OpKind.FAIL, OpKind.RELEASE
+_COMPLETED, _RETRYING, _FAILED = Applied.COMPLETED, Applied.RETRYING, Applied.FAILED
+_RELEASED, _STALE = Applied.RELEASED, Applied.STALE
+
 
 def finish_op(run: Run) -> FinishOp:
     """The broker op for a run's outcome."""
@@ -35,12 +40,12 @@ def finish_op(run: Run) -> FinishOp:
     outcome = run.outcome
     assert outcome is not None
     if outcome.kind == "ack":
-        return FinishOp(OpKind.ACK, job.id, job.token, outcome.data)
+        return FinishOp(_ACK, job.id, job.token, outcome.data)
     if outcome.kind == "release":
-        return FinishOp(OpKind.RELEASE, job.id, job.token)
+        return FinishOp(_RELEASE, job.id, job.token)
     data = outcome.data
     run.error = data if isinstance(data, str) else data.decode()
-    return FinishOp(OpKind.FAIL, job.id, job.token, data, outcome.delay_ms)
+    return FinishOp(_FAIL, job.id, job.token, data, outcome.delay_ms)
 
 
 class Settler:
@@ -146,12 +151,12 @@ class Settler:
         log = self._log
         stats = self.stats
         seconds = run.duration_s
-        if verdict == Applied.COMPLETED:
+        if verdict == _COMPLETED:
             stats.succeeded += 1
             self.histogram.observe(job.type, "succeeded", seconds)
             log.add("INFO", job, f"succeeded in {seconds * 1000:.1f} ms")
             self._observers.emit("succeeded", job, seconds)
-        elif verdict == Applied.RETRYING:
+        elif verdict == _RETRYING:
             stats.failed_attempts += 1
             stats.retried += 1
             self.histogram.observe(job.type, "failed", seconds)
@@ -160,17 +165,17 @@ class Settler:
             log.add("WARNING", job, f"retry scheduled in {delay_ms / 1000:.2f}s")
             self._observers.emit("attempt_failed", job, seconds, run.error)
             self._observers.emit("retry_scheduled", job, seconds, run.error)
-        elif verdict == Applied.FAILED:
+        elif verdict == _FAILED:
             stats.failed_attempts += 1
             stats.failed += 1
             self.histogram.observe(job.type, "failed", seconds)
             log.add("ERROR", job, f"failed for good after {job.attempt} attempt(s): {run.error}")
             self._observers.emit("attempt_failed", job, seconds, run.error)
             self._observers.emit("failed", job, seconds, run.error)
-        elif verdict == Applied.RELEASED:
+        elif verdict == _RELEASED:
             stats.released += 1
             log.add("INFO", job, "released back to the queue (worker stopping)")
-        elif verdict == Applied.STALE:
+        elif verdict == _STALE:
             stats.stale += 1
             kind = run.outcome.kind if run.outcome is not None else "outcome"
             log.add(
