@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from workqueue.broker import Broker, BrokerConfig
-from workqueue.broker.contract import FinishOp, Lease, OpKind, ReserveResult
+from workqueue.broker.contract import FinishOp, Lease, OpKind, ReserveResult, WorkerAdvert
 from workqueue.job import NewJob
 
 W = "test-worker"
@@ -211,3 +211,21 @@ async def test_orphan_ids_are_dropped(broker: Broker, count: int) -> None:
     r = await reserve(broker, "q1", 10, 1000, W)
     assert r.jobs == [] and [d.reason for d in r.dropped] == ["orphan"] * count
     assert (await stats(broker))["orphans"] == count
+
+
+async def test_registry_heartbeat_workers_unregister(broker: Broker) -> None:
+    advert = WorkerAdvert("w1", "host", 42, ["q1"], ["t"], 4, 1.5)
+    await broker.heartbeat(advert, ttl_s=30)
+    (seen,) = await broker.workers()
+    assert seen.id == "w1" and seen.types == ["t"] and seen.last_seen_ms > 0
+    await broker.unregister("w1")
+    assert await broker.workers() == []
+
+
+async def test_wait_for_work_wakes_on_enqueue_and_times_out(broker: Broker) -> None:
+    assert await broker.wait_for_work(["q1"], 0.05) is False
+    waiter = asyncio.ensure_future(broker.wait_for_work(["q0", "q1"], 5.0))
+    await asyncio.sleep(0.05)
+    await broker.enqueue([new_job()])
+    assert await asyncio.wait_for(waiter, 2.0) is True
+    await broker.aclose()  # closes the broker's own blocking connection too

@@ -75,7 +75,21 @@ class BrokerConfig:
 
 _OPS_ENCODER = msgspec.msgpack.Encoder()
 _ADVERT_ENCODER = msgspec.json.Encoder()
-_ADVERT_DECODER = msgspec.json.Decoder(WorkerAdvert)
+
+
+class _LooseAdvert(msgspec.Struct):
+    """An advert as read: every field optional (older or hand-written adverts still count)."""
+
+    id: str = ""
+    host: str = ""
+    pid: int = 0
+    queues: list[str] = msgspec.field(default_factory=list)
+    types: list[str] = msgspec.field(default_factory=list)
+    concurrency: int = 0
+    started_at: float = 0.0
+
+
+_ADVERT_DECODER = msgspec.json.Decoder(_LooseAdvert)
 _STATUS = {b"queued": "queued", b"scheduled": "scheduled"}
 _APPLIED = {a.value.encode(): a for a in Applied}
 _SETTING_FIELDS = ("completed_ttl_ms", "failed_ttl_ms", "max_lost_leases")
@@ -141,7 +155,9 @@ class Broker:
         if self._channel is not None:
             await self._channel.close()
         if self._blocking is not None and self._own_blocking:
+            # a client made on a pool of its own does not close that pool by itself
             await self._blocking.aclose()
+            await self._blocking.connection_pool.disconnect()
             self._blocking = None
         await self.redis.aclose()
 
@@ -598,14 +614,16 @@ class Broker:
         ids = [_s(member) for member, _ in entries]
         raw = await self.redis.mget([self.globals.worker(i) for i in ids])
         adverts: list[WorkerAdvert] = []
-        for (_, score), blob in zip(entries, raw, strict=True):
+        for worker_id, (_, score), blob in zip(ids, entries, raw, strict=True):
             if not blob:
                 continue
             try:
-                advert = _ADVERT_DECODER.decode(blob)
+                loose = _ADVERT_DECODER.decode(blob)
             except msgspec.DecodeError:  # ValidationError is one too
                 continue
-            adverts.append(msgspec.structs.replace(advert, last_seen_ms=int(score)))
+            fields = msgspec.structs.asdict(loose)
+            fields["id"] = fields["id"] or worker_id
+            adverts.append(WorkerAdvert(**fields, last_seen_ms=int(score)))
         return adverts
 
     # -- reading and operating --------------------------------------------------------------
