@@ -180,13 +180,8 @@ async def test_a_lost_reserve_reply_on_the_second_queue_is_replayed(
         stats = await client.broker.queue_stats("q2")
         assert stats.get("lost_leases", 0) == 0 and stats["done"] == 3
     finally:
-        # Workaround until Broker.aclose closes its BLPOP client's pool (reported to the broker
-        # engineer): without it the open socket warns in whichever test runs next.
-        blocking = getattr(wrapper.inner, "_blocking", None)
         worker.request_stop()
         await asyncio.wait_for(run, 15)
-        if blocking is not None:
-            await blocking.connection_pool.disconnect()
 
 
 # -- defect 6 ---------------------------------------------------------------------------------
