@@ -137,6 +137,6 @@ class Housekeeper:
             log_dropped(drop, self.stats)
         for job_id, status in result.repaired:
             logger.bind(job_id=job_id, queue=queue).warning(
-                "repaired: a {} job was in no index; put back (consistency check)", status
+                "repaired: a {} job was in no index; put back (consistency sweep)", status
             )
         return result
