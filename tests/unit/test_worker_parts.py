@@ -368,7 +368,7 @@ async def test_housekeeping_runs_for_every_queue_regardless_of_slots() -> None:
         stats=WorkerStats(),
     )
     assert keeper.interval == 5.0 and keeper.duty_ms == 15_000
-    assert keeper.retry == 3.75 and keeper.idle == 7.5
+    assert keeper.retry == 3.75 and keeper.idle == 13.5
     task = asyncio.create_task(keeper.loop())
     await asyncio.sleep(0.2)
     task.cancel()

@@ -16,8 +16,9 @@ goes again almost at once. The duty is held for ``duty = min(3 * interval, lease
 process takes over no later than the holder's own leases expire: a process that does not
 hold the duty asks again every ``duty / 4``. A step that found nothing waiting at all (no
 lease, no scheduled or retrying job, no finished record to trim: ``next_ms`` is None) is
-followed by a longer pause, ``duty / 2``: no lease can expire sooner than a lease from now,
-so an idle queue costs fewer steps without delaying any recovery.
+followed by a longer pause, ``0.9 * duty`` (the holder still renews the duty in time): a
+lease taken after that step expires a whole lease later, after the next step, so an idle
+queue costs fewer steps without delaying any recovery.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class Housekeeper:
         duty = max(1.0, min(DUTY_INTERVALS * self.interval, lease_seconds))
         self.duty_ms = int(duty * 1000)
         self.retry = duty / 4
-        self.idle = duty / 2
+        self.idle = 0.9 * duty
         self.stats = stats
 
     async def loop(self) -> None:
