@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 
 from workqueue.broker.channel import ScriptChannel, pack
 from workqueue.broker.keys import DEFAULT_PREFIX, GlobalKeys, QueueKeys
+from workqueue.broker.reads import ReadModel
 from workqueue.broker.scripts import Scripts
-from workqueue.errors import JobNotFound
-from workqueue.job import JobInfo, NewJob, ReservedJob, ms_to_datetime
+from workqueue.job import NewJob, ReservedJob
 
 __all__ = ["ENQUEUE_CHUNK", "Broker", "BrokerConfig", "FinishOp", "Recovered", "ReserveResult"]
 
@@ -89,7 +89,7 @@ def _s(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-class Broker:
+class Broker(ReadModel):
     """Job operations against one Redis (or one cluster) for any number of queues."""
 
     def __init__(self, redis: Redis, config: BrokerConfig | None = None) -> None:
@@ -398,25 +398,7 @@ class Broker:
         await self.redis.set(self.globals.worker(worker_id), advert, ex=ttl_s)
         await self.scripts.heartbeat(keys=[self.globals.workers], args=[worker_id, ttl_s * 1000])
 
-    # -- reading and operating --------------------------------------------------------------
-
-    async def known_queues(self) -> list[str]:
-        """Every queue that has ever been enqueued to."""
-        members = await self.redis.smembers(self.globals.queues)
-        return sorted(_s(m) for m in members)
-
-    async def get_job(self, job_id: str, queue: str | None = None) -> JobInfo:
-        """The job with this id (searching every known queue unless ``queue`` is given)."""
-        queues = [queue] if queue else await self.known_queues()
-        if queues:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for q in queues:
-                    pipe.hgetall(self.keys(q).job(job_id))
-                replies = await pipe.execute()
-            for q, record in zip(queues, replies, strict=True):
-                if record:
-                    return job_info(job_id, q, record)
-        raise JobNotFound(job_id)
+    # -- operating (the reads are in ReadModel, workqueue/broker/reads.py) -----------------
 
     async def requeue_failed(self, queue: str, job_ids: Sequence[str]) -> list[str]:
         """Send failed jobs back to their queue; returns the ids that were requeued."""
@@ -427,27 +409,6 @@ class Broker:
             keys=[k.failed, k.queued, k.notify], args=[k.job_prefix, *job_ids]
         )
         return [_s(x) for x in raw]
-
-    async def queue_stats(self, queue: str) -> dict[str, int]:
-        """Counters and index sizes of one queue (one round trip)."""
-        k = self.keys(queue)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(k.stats)
-            pipe.llen(k.queued)
-            pipe.zcard(k.active)
-            pipe.zcard(k.scheduled)
-            pipe.zcard(k.retry)
-            pipe.zcard(k.failed)
-            counters, queued, active, scheduled, retrying, failed = await pipe.execute()
-        stats = {_s(key): int(value) for key, value in counters.items()}
-        stats.update(
-            queued=int(queued),
-            active=int(active),
-            scheduled=int(scheduled),
-            retrying=int(retrying),
-            failed_kept=int(failed),
-        )
-        return stats
 
 
 def _reserved_job_leniently(queue: str, fields: list[Any]) -> ReservedJob:
@@ -480,40 +441,3 @@ def _float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
-
-
-def job_info(job_id: str, queue: str, record: dict[bytes, bytes]) -> JobInfo:
-    """Build a :class:`JobInfo` from a job hash."""
-    f = {_s(k): v for k, v in record.items()}
-
-    def ms(name: str) -> int | None:
-        value = f.get(name)
-        try:
-            return int(value) if value not in (None, b"") else None
-        except ValueError:  # a tampered or corrupt record: show no time rather than fail
-            return None
-
-    result: Any = None
-    raw_result = f.get("result")
-    if raw_result:
-        try:
-            result = msgspec.json.decode(raw_result)
-        except msgspec.DecodeError:
-            result = None
-    error = f.get("error")
-    return JobInfo(
-        id=job_id,
-        type=_s(f.get("type", b"")),
-        queue=queue,
-        status=_s(f.get("status", b"")),
-        attempts=_int(f.get("attempts")),
-        retries=_int(f.get("retries")),
-        enqueued_at=ms_to_datetime(ms("enqueued_at")),
-        started_at=ms_to_datetime(ms("started_at")),
-        finished_at=ms_to_datetime(ms("finished_at")),
-        result=result,
-        error=_s(error) if error else None,
-        failures=_int(f.get("failures")),
-        lost_leases=_int(f.get("lost")),
-        run_at=ms_to_datetime(ms("run_at")),
-    )
