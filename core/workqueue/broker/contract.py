@@ -299,6 +299,10 @@ class BrokerAPI(Protocol):
         trips; ``/metrics``, ``workqueue stats`` and ``queues list`` all read this."""
         ...
 
+    async def queue_figures(self, queues: Sequence[str]) -> SystemFigures:
+        """The figures of these queues only, in the order given (known or not)."""
+        ...
+
     async def advertised_types(self) -> set[str]:
         """The job types the live workers advertise (read from :meth:`workers`)."""
         ...

@@ -127,11 +127,11 @@ class ReadModel:
     async def figures(self, queues: Sequence[str] = ()) -> SystemFigures:
         """Every known queue's figures (plus ``queues``), in at most 3 round trips."""
         names = sorted(set(await self.known_queues()) | set(queues))
-        return await self._read_figures(names)
+        return await self.queue_figures(names)
 
     async def queue_stats(self, queue: str) -> dict[str, int]:
         """One queue's counters and index sizes as a flat dict (tests and tools)."""
-        row = (await self._read_figures([queue])).queues[0]
+        row = (await self.queue_figures([queue])).queues[0]
         return {
             **row.counters,
             "queued": row.queued,
@@ -142,8 +142,9 @@ class ReadModel:
             "failed_kept": row.failed_kept,
         }
 
-    async def _read_figures(self, names: Sequence[str]) -> SystemFigures:
-        """These queues' figures: one pipeline, then one for the oldest waiting jobs."""
+    async def queue_figures(self, names: Sequence[str]) -> SystemFigures:
+        """These queues' figures only, in order: one pipeline (8 commands per queue and
+        ``TIME``), then one ``HGET`` per queue with a job waiting (skipped when none has)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in names:
                 self._queue_commands(pipe, self.keys(q))
