@@ -19,6 +19,7 @@ __all__ = [
     "PermanentError",
     "PluginError",
     "PluginLoadError",
+    "QueueLimitError",
     "RetryLater",
     "TaskValidationError",
     "UnknownJobTypeError",
@@ -80,6 +81,21 @@ class UnknownJobTypeError(TaskValidationError):
         self.known = sorted(set(known))
         listed = ", ".join(self.known) if self.known else "none"
         super().__init__("type", f"unknown job type {job_type!r}; known types: {listed}")
+
+
+class QueueLimitError(TaskValidationError):
+    """Raised when an enqueue would add a queue beyond the configured number of queues
+    (``max_queues``): queue names come from clients, and every queue costs Redis keys and
+    housekeeping, so the registry of queues is capped rather than left to grow."""
+
+    def __init__(self, queue: str, limit: int) -> None:
+        self.queue = queue
+        self.limit = limit
+        super().__init__(
+            "queue",
+            f"cannot add queue {queue!r}: the limit of {limit} queues is reached "
+            "(WORKQUEUE_MAX_QUEUES)",
+        )
 
 
 class IdempotencyConflict(WorkQueueError):

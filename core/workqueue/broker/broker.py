@@ -1,28 +1,52 @@
 """The broker: the job state machine's operations, each one atomic script call on Redis.
 
-Hot-path cost: one ``reserve`` round trip hands out up to N jobs; one ``finish`` round trip
-settles a batch of outcomes (sent as one MessagePack argument); one ``enqueue`` round trip
-writes a whole batch.
+:class:`Broker` implements :class:`workqueue.broker.contract.BrokerAPI`. Hot-path cost: one
+``reserve`` round trip hands out up to N jobs of a queue; one ``finish`` round trip settles a
+batch of outcomes (sent as one MessagePack argument); one ``enqueue`` round trip writes a whole
+batch; ``renew`` of one queue is one plain EVALSHA. Housekeeping (lease recovery, promotion,
+retention, consistency) is a separate duty: :meth:`Broker.housekeep`.
 """
 
 from __future__ import annotations
 
-import uuid
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 
 from workqueue.broker.channel import ScriptChannel, pack
+from workqueue.broker.contract import (
+    Applied,
+    Dropped,
+    DroppedReason,
+    EnqueueResult,
+    FinishOp,
+    HousekeepResult,
+    Lease,
+    QueueSettings,
+    Recovered,
+    RecoveredOutcome,
+    ReserveResult,
+    WorkerAdvert,
+)
 from workqueue.broker.keys import DEFAULT_PREFIX, GlobalKeys, QueueKeys
 from workqueue.broker.reads import ReadModel
 from workqueue.broker.scripts import Scripts
+from workqueue.errors import ConfigurationError, QueueLimitError
 from workqueue.job import NewJob, ReservedJob
 
-__all__ = ["ENQUEUE_CHUNK", "Broker", "BrokerConfig", "FinishOp", "Recovered", "ReserveResult"]
+__all__ = [
+    "ENQUEUE_CHUNK",
+    "Broker",
+    "BrokerConfig",
+    "FinishOp",
+    "Recovered",
+    "ReserveResult",
+]
 
 NOTIFY_CAP = 64
 #: the most jobs one enqueue script call writes (bigger batches go in several calls)
@@ -31,49 +55,30 @@ ENQUEUE_CHUNK = 1000
 
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
-    """Settings shared by everything that touches the job records."""
+    """Settings of one process. Retention and the lost-lease cap are only the DEFAULTS for a
+    queue whose fleet-wide settings (``<p>:{q}:settings``) do not set them."""
 
     prefix: str = DEFAULT_PREFIX
     completed_ttl_s: float = 24 * 3600
     failed_ttl_s: float = 7 * 24 * 3600
     idempotency_ttl_s: float = 24 * 3600
     max_lost_leases: int = 3
+    #: the most queues ``<p>:queues`` may hold (``WORKQUEUE_MAX_QUEUES``)
+    max_queues: int = 1000
+    #: housekeeping bounds per step: leases recovered, due jobs promoted (per index),
+    #: finished records trimmed, ledger entries checked, longest queued list checked
+    recover_limit: int = 100
+    promote_limit: int = 1000
+    trim_limit: int = 500
+    check_limit: int = 200
+    check_max_list: int = 10_000
 
-
-class FinishOp(msgspec.Struct, frozen=True):
-    """One outcome for ``finish``: ack with a result, fail, or release."""
-
-    op: Literal["ack", "fail", "release"]
-    job_id: str
-    token: str
-    data: bytes | str = b""
-    #: for "fail": the retry delay in ms, or -1 when the job must not be retried
-    delay_ms: int = -1
-
-
-@dataclass(frozen=True, slots=True)
-class Recovered:
-    """A job whose lease had expired, found during a reserve."""
-
-    job_id: str
-    queue: str
-    type: str
-    outcome: str  # "requeued" or "failed"
-
-
-@dataclass(slots=True)
-class ReserveResult:
-    """What one reserve call handed out and found."""
-
-    now_ms: int
-    next_wake_ms: int | None
-    jobs: list[ReservedJob] = field(default_factory=list)
-    recovered: list[Recovered] = field(default_factory=list)
-
-
-_STATUS = {b"queued": "queued", b"scheduled": "scheduled"}
 
 _OPS_ENCODER = msgspec.msgpack.Encoder()
+_ADVERT_ENCODER = msgspec.json.Encoder()
+_STATUS = {b"queued": "queued", b"scheduled": "scheduled"}
+_APPLIED = {a.value.encode(): a for a in Applied}
+_SETTING_FIELDS = ("completed_ttl_ms", "failed_ttl_ms", "max_lost_leases")
 
 
 def _wire_op(op: FinishOp) -> tuple[str, str, str, str, int]:
@@ -81,7 +86,7 @@ def _wire_op(op: FinishOp) -> tuple[str, str, str, str, int]:
     data = op.data
     if isinstance(data, bytes):
         data = data.decode("utf-8", "replace")
-    return (op.op, op.job_id, op.token, data, op.delay_ms)
+    return (op.op.value, op.job_id, op.token, data, op.delay_ms)
 
 
 def _s(value: Any) -> str:
@@ -89,10 +94,23 @@ def _s(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-class Broker(ReadModel):
-    """Job operations against one Redis (or one cluster) for any number of queues."""
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
-    def __init__(self, redis: Redis, config: BrokerConfig | None = None) -> None:
+
+def _dropped(queue: str, raw: list[Any], pos: int, n: int) -> list[Dropped]:
+    return [
+        Dropped(_s(raw[i]), queue, DroppedReason(_s(raw[i + 1])), _s(raw[i + 2]))
+        for i in range(pos, pos + 3 * n, 3)
+    ]
+
+
+class Broker(ReadModel):
+    """Job operations against one Redis for any number of queues (the ``BrokerAPI``)."""
+
+    def __init__(
+        self, redis: Redis, config: BrokerConfig | None = None, *, blocking: Redis | None = None
+    ) -> None:
         self.redis = redis
         self.config = config or BrokerConfig()
         self.globals = GlobalKeys(self.config.prefix)
@@ -101,20 +119,42 @@ class Broker(ReadModel):
         self._keys_cache: dict[str, QueueKeys] = {}
         #: the enqueue path's own connection (plain clients; others go through redis-py)
         self._channel = ScriptChannel(redis) if hasattr(redis, "connection_pool") else None
+        #: the connection ``wait_for_work`` blocks on (made on first use unless given)
+        self._blocking = blocking
+        self._own_blocking = blocking is None
 
     def keys(self, queue: str) -> QueueKeys:
         """The key names of one queue."""
-        return QueueKeys(self.config.prefix, queue)
+        keys = self._keys_cache.get(queue)
+        if keys is None:
+            if len(self._keys_cache) > 1024:
+                self._keys_cache.clear()
+            keys = self._keys_cache[queue] = QueueKeys(self.config.prefix, queue)
+        return keys
+
+    async def ping(self) -> None:
+        """Raise unless Redis answers."""
+        await self.redis.ping()
+
+    async def aclose(self) -> None:
+        """Close the connections (the blocking one too, when the broker made it)."""
+        if self._channel is not None:
+            await self._channel.close()
+        if self._blocking is not None and self._own_blocking:
+            await self._blocking.aclose()
+            self._blocking = None
+        await self.redis.aclose()
 
     # -- enqueue -------------------------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[NewJob]) -> list[tuple[str, str, bool, str, int]]:
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         """Write jobs; one script call per queue and chunk, all in one round trip.
 
-        Returns, in order, ``(id, status, duplicate, fingerprint, enqueued_at_ms)`` per job.
-        A duplicate is an existing job found by idempotency key or id. Each script call writes
-        at most :data:`ENQUEUE_CHUNK` jobs atomically (so a huge batch never holds Redis for
-        long); the calls go out pipelined on the enqueue channel, a few at a time.
+        A duplicate is an existing job found by idempotency key, or (a repeated call after a
+        lost reply) by the call's mark. Each script call writes at most :data:`ENQUEUE_CHUNK`
+        jobs atomically; the calls go out pipelined on the enqueue channel, a few at a time.
+        A queue new to this process is first registered in ``<p>:queues`` (one round trip,
+        once per queue): :class:`QueueLimitError` when that would pass ``max_queues``.
         """
         if not jobs:
             return []
@@ -126,6 +166,8 @@ class Broker(ReadModel):
             for index, job in enumerate(jobs):
                 by_queue.setdefault(job.queue, []).append(index)
         new_queues = [q for q in by_queue if q not in self._known_queues]
+        if new_queues:
+            await self._register_queues(new_queues)
         plan: list[list[int]] = []
         calls: list[tuple[str, list[NewJob]]] = []
         for queue, indexes in by_queue.items():
@@ -137,39 +179,30 @@ class Broker(ReadModel):
             commands: list[Callable[[], bytes]] = [
                 partial(self._pack_enqueue, queue, batch) for queue, batch in calls
             ]
-            if new_queues:
-                commands.insert(0, partial(pack, ("SADD", self.globals.queues, *new_queues)))
             replies = await self._channel.execute(commands, self.scripts.enqueue)
-            if new_queues:
-                added = replies.pop(0)
-                if isinstance(added, Exception):
-                    raise added
         else:
-            if new_queues:
-                await self.redis.sadd(self.globals.queues, *new_queues)
             replies = []
             for queue, batch in calls:
                 keys, args = self._enqueue_args(queue, batch)
                 replies.append(await self.scripts.enqueue(keys=keys, args=args))
-        self._known_queues.update(new_queues)
-        results: list[tuple[str, str, bool, str, int] | None] = [None] * len(jobs)
+        results: list[EnqueueResult | None] = [None] * len(jobs)
         for raw, indexes in zip(replies, plan, strict=True):
             if isinstance(raw, Exception):
                 raise raw
             self._collect(raw, indexes, results, jobs)
         return [r for r in results if r is not None]
 
-    def _queue_keys(self, queue: str) -> QueueKeys:
-        keys = self._keys_cache.get(queue)
-        if keys is None:
-            if len(self._keys_cache) > 1024:
-                self._keys_cache.clear()
-            keys = self._keys_cache[queue] = self.keys(queue)
-        return keys
+    async def _register_queues(self, queues: Sequence[str]) -> None:
+        raw = await self.scripts.register_queues(
+            keys=[self.globals.queues], args=[self.config.max_queues, *queues]
+        )
+        if int(raw[0]):
+            raise QueueLimitError(queues[0], self.config.max_queues)
+        self._known_queues.update(queues)
 
     def _enqueue_args(self, queue: str, jobs: Sequence[NewJob]) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of one enqueue.lua call (see the script for the layout)."""
-        k = self._queue_keys(queue)
+        k = self.keys(queue)
         shapes: dict[tuple[Any, ...], int] = {}
         tail: list[Any] = []
         for job in jobs:
@@ -189,14 +222,17 @@ class Broker(ReadModel):
         args: list[Any] = [
             k.job_prefix,
             k.idem_prefix,
-            int(self.config.idempotency_ttl_s * 1000),
+            _ms(self.config.idempotency_ttl_s),
             NOTIFY_CAP,
             len(shapes),
         ]
         for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint in shapes:
             args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
         args += tail
-        return [k.queued, k.scheduled, k.notify, k.stats], args
+        # The call's mark is named after its jobs (random ids), so the same call repeated -
+        # the channel resending it, the client retrying it - finds the mark of the first.
+        mark = k.enqueue_mark(f"{jobs[0].id}.{len(jobs)}")
+        return [k.queued, k.scheduled, k.notify, k.stats, k.ledger, mark], args
 
     def _pack_enqueue(self, queue: str, jobs: Sequence[NewJob]) -> bytes:
         keys, args = self._enqueue_args(queue, jobs)
@@ -206,51 +242,29 @@ class Broker(ReadModel):
     def _collect(
         raw: list[Any],
         indexes: list[int],
-        results: list[tuple[str, str, bool, str, int] | None],
+        results: list[EnqueueResult | None],
         jobs: Sequence[NewJob],
     ) -> None:
         now = int(raw[0])
-        for index, item in zip(indexes, raw[1:], strict=True):
+        for index, item in zip(indexes, raw[2:], strict=True):
             if isinstance(item, list):  # an existing job: id, status, fingerprint
-                results[index] = (_s(item[0]), _s(item[1]), True, _s(item[2]), now)
+                results[index] = EnqueueResult(_s(item[0]), _s(item[1]), True, _s(item[2]), now)
             else:
                 job = jobs[index]
                 status = _STATUS.get(item) or _s(item)
-                results[index] = (job.id, status, False, job.fingerprint, now)
+                results[index] = EnqueueResult(job.id, status, False, job.fingerprint, now)
 
-    # -- worker side ----------------------------------------------------------------------
+    # -- the worker's hot path ------------------------------------------------------------
 
     async def reserve(
-        self,
-        requests: Sequence[tuple[str, int]],
-        *,
-        lease_ms: int,
-        worker_id: str,
-        request_id: str | None = None,
-    ) -> list[ReserveResult]:
-        """For each ``(queue, count)``: recover, promote, and lease up to ``count`` jobs.
+        self, queue: str, count: int, *, lease_ms: int, worker_id: str, request_id: str
+    ) -> ReserveResult:
+        """Lease up to ``count`` jobs of ``queue`` (after a cheap promotion of due jobs).
 
-        All queues go in one round trip. The call carries a request id (a fresh one unless
-        given): a call repeated with the same id after its reply was lost - by the client's
-        retry, or by the caller passing the id again - gets the jobs the first call leased.
+        A call repeated with the same request id (its reply was lost) hands out the jobs the
+        first call leased and leases nothing more; the record of the last call is this
+        worker's on this queue, so replay is per queue.
         """
-        request_id = request_id or uuid.uuid4().hex
-        if len(requests) == 1:
-            queue, count = requests[0]
-            raw = await self._reserve_call(queue, count, lease_ms, worker_id, None, request_id)
-            return [self._parse_reserve(queue, raw)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue, count in requests:
-                await self._reserve_call(queue, count, lease_ms, worker_id, pipe, request_id)
-            replies = await pipe.execute()
-        return [
-            self._parse_reserve(queue, raw)
-            for (queue, _), raw in zip(requests, replies, strict=True)
-        ]
-
-    async def _reserve_call(
-        self, queue: str, count: int, lease_ms: int, worker_id: str, pipe: Any, request_id: str
-    ) -> Any:
         k = self.keys(queue)
         keys = [
             k.queued,
@@ -261,35 +275,35 @@ class Broker(ReadModel):
             k.stats,
             k.notify,
             k.token,
-            k.completed,
             k.reserve_record(worker_id),
+            k.settings,
+            k.ledger,
         ]
         args: list[Any] = [
             k.job_prefix,
+            k.idem_prefix,
             count,
             lease_ms,
             worker_id,
-            self.config.max_lost_leases,
-            int(self.config.failed_ttl_s * 1000),
-            NOTIFY_CAP,
-            int(self.config.completed_ttl_s * 1000),
             request_id,
+            NOTIFY_CAP,
+            _ms(self.config.failed_ttl_s),
         ]
-        return await self.scripts.reserve(keys=keys, args=args, client=pipe)
+        raw = await self.scripts.reserve(keys=keys, args=args)
+        return self._parse_reserve(queue, raw)
 
     @staticmethod
     def _parse_reserve(queue: str, raw: list[Any]) -> ReserveResult:
-        next_wake = int(raw[1])
+        next_due = int(raw[1])
+        n_dropped = int(raw[3])
         result = ReserveResult(
-            now_ms=int(raw[0]), next_wake_ms=next_wake if next_wake >= 0 else None
+            queue=queue,
+            now_ms=int(raw[0]),
+            next_due_ms=next_due if next_due >= 0 else None,
+            replayed=bool(int(raw[2])),
+            dropped=_dropped(queue, raw, 4, n_dropped),
         )
-        n_recovered = int(raw[2])
-        pos = 3
-        for _ in range(n_recovered):
-            result.recovered.append(
-                Recovered(_s(raw[pos]), queue, _s(raw[pos + 2]), _s(raw[pos + 1]))
-            )
-            pos += 3
+        pos = 4 + 3 * n_dropped
         jobs = result.jobs
         for at in range(pos, len(raw) - 9, 10):
             fields = raw[at : at + 10]
@@ -316,78 +330,243 @@ class Broker(ReadModel):
         return result
 
     async def renew(
-        self, leases: dict[str, list[tuple[str, str]]], *, lease_ms: int
-    ) -> dict[str, list[str]]:
-        """Extend leases ``{queue: [(job_id, token)]}``; returns the ids each queue lost."""
+        self, leases: Mapping[str, Sequence[Lease]], *, lease_ms: int
+    ) -> dict[str, list[Lease]]:
+        """Extend leases held under their tokens; returns the leases lost, per queue.
+
+        One queue is one plain EVALSHA (one round trip); several go in one pipeline.
+        """
         queues = [q for q, items in leases.items() if items]
         if not queues:
             return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                k = self.keys(queue)
-                args: list[Any] = [k.job_prefix, lease_ms]
-                for job_id, token in leases[queue]:
-                    args += (job_id, token)
-                await self.scripts.renew(keys=[k.active], args=args, client=pipe)
-            replies = await pipe.execute()
-        return {q: [_s(x) for x in raw] for q, raw in zip(queues, replies, strict=True) if raw}
+        if len(queues) == 1:
+            queue = queues[0]
+            raw = await self._renew_call(queue, leases[queue], lease_ms, None)
+            replies = [raw]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    await self._renew_call(queue, leases[queue], lease_ms, pipe)
+                replies = await pipe.execute()
+        lost: dict[str, list[Lease]] = {}
+        for queue, raw in zip(queues, replies, strict=True):
+            if raw:
+                gone = {_s(x) for x in raw}
+                lost[queue] = [lease for lease in leases[queue] if lease.job_id in gone]
+        return lost
 
-    async def finish(self, ops: Mapping[str, Sequence[FinishOp]]) -> dict[str, list[str]]:
-        """Apply outcomes ``{queue: [op]}`` in one round trip; returns outcomes per queue.
+    async def _renew_call(
+        self, queue: str, leases: Sequence[Lease], lease_ms: int, pipe: Any
+    ) -> Any:
+        k = self.keys(queue)
+        keys = [k.active]
+        args: list[Any] = [lease_ms]
+        for lease in leases:
+            keys.append(k.job(lease.job_id))
+            args += (lease.job_id, lease.token)
+        return await self.scripts.renew(keys=keys, args=args, client=pipe)
 
-        A queue's ops travel as one MessagePack argument (the script unpacks it), so a batch
-        costs one argument to encode and send rather than five per op.
+    async def finish(self, ops: Mapping[str, Sequence[FinishOp]]) -> dict[str, list[Applied]]:
+        """Apply outcomes ``{queue: [op]}`` in one round trip; what was applied, per op.
+
+        The verdicts are the script's: a repeat of an op already applied answers what the
+        first application did. A queue's ops travel as one MessagePack argument.
         """
         queues = [q for q, items in ops.items() if items]
         if not queues:
             return {}
         if len(queues) == 1:
             queue = queues[0]
-            raw = await self._finish_call(queue, ops[queue], None)
-            return {queue: [_s(x) for x in raw[1:]]}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                await self._finish_call(queue, ops[queue], pipe)
-            replies = await pipe.execute()
-        return {q: [_s(x) for x in raw[1:]] for q, raw in zip(queues, replies, strict=True)}
+            replies = [await self._finish_call(queue, ops[queue], None)]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    await self._finish_call(queue, ops[queue], pipe)
+                replies = await pipe.execute()
+        return {q: [_APPLIED[x] for x in raw[1:]] for q, raw in zip(queues, replies, strict=True)}
 
     async def _finish_call(self, queue: str, ops: Sequence[FinishOp], pipe: Any) -> Any:
         k = self.keys(queue)
+        keys = [
+            k.active,
+            k.queued,
+            k.retry,
+            k.completed,
+            k.failed,
+            k.stats,
+            k.notify,
+            k.settings,
+            k.ledger,
+        ]
+        keys += [k.job(op.job_id) for op in ops]
         args: list[Any] = [
-            k.job_prefix,
-            int(self.config.completed_ttl_s * 1000),
-            int(self.config.failed_ttl_s * 1000),
+            k.idem_prefix,
+            _ms(self.config.completed_ttl_s),
+            _ms(self.config.failed_ttl_s),
             NOTIFY_CAP,
             _OPS_ENCODER.encode([_wire_op(op) for op in ops]),
         ]
-        keys = [k.active, k.queued, k.retry, k.completed, k.failed, k.stats, k.notify]
         return await self.scripts.finish(keys=keys, args=args, client=pipe)
 
-    async def wait_for_work(self, blocking: Redis, queues: Sequence[str], timeout_s: float) -> bool:
-        """Block on the queues' wake-up lists (on a dedicated connection); True when woken."""
+    def _blocking_client(self) -> Redis:
+        """A client of its own for BLPOP (it holds its connection for the whole wait): the
+        main client's connection settings, no socket timeout (the wait bounds itself)."""
+        if self._blocking is None:
+            pool = self.redis.connection_pool
+            kwargs = dict(pool.connection_kwargs)
+            kwargs["socket_timeout"] = None
+            self._blocking = Redis(
+                connection_pool=ConnectionPool(
+                    connection_class=pool.connection_class, max_connections=2, **kwargs
+                )
+            )
+        return self._blocking
+
+    async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool:
+        """Block on the queues' wake-up lists until a token or the timeout; True when woken.
+
+        The broker's own blocking connection is used; a wait that outlasts its timeout by
+        5 s (a dead link) is abandoned and its connection dropped.
+        """
         keys = [self.keys(q).notify for q in queues]
-        reply = await blocking.blpop(keys, timeout=max(0.01, round(timeout_s, 3)))
+        blocking = self._blocking_client()
+        timeout = max(0.01, round(timeout_s, 3))
+        async with asyncio.timeout(timeout + 5.0):
+            reply = await blocking.blpop(keys, timeout=timeout)
         return reply is not None
 
-    async def audit(
-        self, queue: str, cursor: int, *, count: int = 1000, max_list: int = 10_000
-    ) -> tuple[int, list[tuple[str, str]]]:
-        """One step of the consistency sweep: SCAN up to ``count`` keys from ``cursor`` for
-        this queue's job records and repair the ones outside their status's index.
+    # -- housekeeping ---------------------------------------------------------------------
 
-        Returns the next cursor (0: the pass is complete) and the ``(id, status)`` repaired.
-        """
+    async def housekeep(self, queue: str, *, worker_id: str, duty_ms: int) -> HousekeepResult:
+        """Take or keep the queue's housekeeping duty for ``duty_ms`` and do one bounded step
+        (see housekeep.lua): recover expired leases, promote due jobs, trim retention, check
+        a slice of the ledger. ``held`` is False when another process holds the duty."""
         k = self.keys(queue)
-        cursor, names = await self.redis.scan(cursor, match=k.job_prefix + "*", count=count)
-        ids = [_s(n)[len(k.job_prefix) :] for n in names]
-        repaired: list[tuple[str, str]] = []
-        if ids:
-            keys = [k.queued, k.scheduled, k.retry, k.active, k.stats, k.notify]
-            raw = await self.scripts.audit(keys=keys, args=[k.job_prefix, max_list, *ids])
-            repaired = [(_s(raw[i]), _s(raw[i + 1])) for i in range(0, len(raw), 2)]
-        return int(cursor), repaired
+        c = self.config
+        keys = [
+            k.housekeeper,
+            k.queued,
+            k.scheduled,
+            k.retry,
+            k.active,
+            k.completed,
+            k.failed,
+            k.stats,
+            k.notify,
+            k.settings,
+            k.ledger,
+            k.hk_cursor,
+        ]
+        args: list[Any] = [
+            k.job_prefix,
+            k.idem_prefix,
+            worker_id,
+            duty_ms,
+            _ms(c.completed_ttl_s),
+            _ms(c.failed_ttl_s),
+            c.max_lost_leases,
+            NOTIFY_CAP,
+            c.recover_limit,
+            c.promote_limit,
+            c.trim_limit,
+            c.check_limit,
+            c.check_max_list,
+        ]
+        raw = await self.scripts.housekeep(keys=keys, args=args)
+        if not int(raw[0]):
+            return HousekeepResult(queue=queue, held=False, now_ms=int(raw[1]))
+        next_ms = int(raw[5])
+        result = HousekeepResult(
+            queue=queue,
+            held=True,
+            now_ms=int(raw[1]),
+            promoted=int(raw[2]),
+            trimmed=int(raw[3]),
+            more=bool(int(raw[4])),
+            next_ms=next_ms if next_ms >= 0 else None,
+        )
+        pos = 7
+        for _ in range(int(raw[6])):
+            job_id, outcome, typ, lost = raw[pos : pos + 4]
+            result.recovered.append(
+                Recovered(_s(job_id), queue, _s(typ), RecoveredOutcome(_s(outcome)), int(lost))
+            )
+            pos += 4
+        n_dropped = int(raw[pos])
+        result.dropped = _dropped(queue, raw, pos + 1, n_dropped)
+        pos += 1 + 3 * n_dropped
+        n_repaired = int(raw[pos])
+        pos += 1
+        result.repaired = [
+            (_s(raw[i]), _s(raw[i + 1])) for i in range(pos, pos + 2 * n_repaired, 2)
+        ]
+        return result
 
-    async def heartbeat(self, worker_id: str, advert: bytes, ttl_s: int) -> None:
+    # -- settings and registry ------------------------------------------------------------
+
+    def _settings_from(self, raw: Sequence[Any]) -> QueueSettings:
+        c = self.config
+        defaults = (_ms(c.completed_ttl_s), _ms(c.failed_ttl_s), c.max_lost_leases)
+        values: list[int] = []
+        configured = False
+        for value, default in zip(raw, defaults, strict=True):
+            try:
+                number = int(value) if value is not None else -1
+            except ValueError:  # a corrupt value: the scripts use the default too
+                number = -1
+            if number >= 0:
+                configured = True
+                values.append(number)
+            else:
+                values.append(default)
+        return QueueSettings(
+            completed_ttl_s=values[0] / 1000,
+            failed_ttl_s=values[1] / 1000,
+            max_lost_leases=values[2],
+            configured=configured,
+        )
+
+    async def queue_settings(self, queues: Sequence[str]) -> dict[str, QueueSettings]:
+        """The fleet-wide settings of these queues (this process's defaults where unset)."""
+        if not queues:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.hmget(self.keys(queue).settings, _SETTING_FIELDS)
+            replies = await pipe.execute()
+        return {q: self._settings_from(raw) for q, raw in zip(queues, replies, strict=True)}
+
+    async def set_queue_settings(
+        self,
+        queue: str,
+        *,
+        completed_ttl_s: float | None = None,
+        failed_ttl_s: float | None = None,
+        max_lost_leases: int | None = None,
+    ) -> QueueSettings:
+        """Change a queue's fleet-wide settings (read by every process's scripts); returns
+        them as now stored. Registers the queue (subject to ``max_queues``)."""
+        mapping: dict[str, int] = {}
+        for name, seconds in (
+            ("completed_ttl_ms", completed_ttl_s),
+            ("failed_ttl_ms", failed_ttl_s),
+        ):
+            if seconds is not None:
+                if not seconds >= 0:
+                    raise ConfigurationError(f"{name[:-3]}: must be 0 or more seconds")
+                mapping[name] = _ms(seconds)
+        if max_lost_leases is not None:
+            if max_lost_leases < 1:
+                raise ConfigurationError("max_lost_leases: must be at least 1")
+            mapping["max_lost_leases"] = int(max_lost_leases)
+        if queue not in self._known_queues:
+            await self._register_queues([queue])
+        k = self.keys(queue)
+        if mapping:
+            await self.redis.hset(k.settings, mapping=mapping)  # type: ignore[arg-type]
+        return (await self.queue_settings([queue]))[queue]
+
+    async def heartbeat(self, advert: WorkerAdvert, ttl_s: int) -> None:
         """Advertise a live worker for ``ttl_s`` and forget workers silent for longer.
 
         The registry is stamped with Redis ``TIME`` (one script on the registry key) so
@@ -395,8 +574,17 @@ class Broker(ReadModel):
         """
         # Two plain calls, not a pipeline: a script in a redis-py pipeline costs an extra
         # SCRIPT EXISTS every time, and an idle worker's commands are what this path costs.
-        await self.redis.set(self.globals.worker(worker_id), advert, ex=ttl_s)
-        await self.scripts.heartbeat(keys=[self.globals.workers], args=[worker_id, ttl_s * 1000])
+        await self.redis.set(
+            self.globals.worker(advert.id), _ADVERT_ENCODER.encode(advert), ex=ttl_s
+        )
+        await self.scripts.heartbeat(keys=[self.globals.workers], args=[advert.id, ttl_s * 1000])
+
+    async def unregister(self, worker_id: str) -> None:
+        """Remove a stopping worker from the registry (its advert and its heartbeat entry)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self.globals.worker(worker_id))
+            pipe.zrem(self.globals.workers, worker_id)
+            await pipe.execute()
 
     # -- operating (the reads are in ReadModel, workqueue/broker/reads.py) -----------------
 
@@ -406,7 +594,8 @@ class Broker(ReadModel):
             return []
         k = self.keys(queue)
         raw = await self.scripts.requeue_failed(
-            keys=[k.failed, k.queued, k.notify], args=[k.job_prefix, *job_ids]
+            keys=[k.failed, k.queued, k.notify, *(k.job(i) for i in job_ids)],
+            args=[NOTIFY_CAP, *job_ids],
         )
         return [_s(x) for x in raw]
 

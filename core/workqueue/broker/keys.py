@@ -11,14 +11,21 @@ one-key ``heartbeat`` script, which stamps it with Redis ``TIME``).
     <p>:{<q>}:scheduled   ZSET   id -> due time (ms, Redis clock) of delayed jobs
     <p>:{<q>}:retry       ZSET   id -> due time (ms) of jobs waiting out a retry backoff
     <p>:{<q>}:active      ZSET   id -> lease deadline (ms) of running jobs
-    <p>:{<q>}:completed   ZSET   id -> finish time (ms); trimmed to the completed retention
-    <p>:{<q>}:failed      ZSET   id -> finish time (ms); trimmed to the failed retention
+    <p>:{<q>}:completed   ZSET   id -> finish time (ms) of kept completed records
+    <p>:{<q>}:failed      ZSET   id -> finish time (ms) of kept failed records
+    <p>:{<q>}:ledger      ZSET   id -> enqueued_at (ms) of every job record of the queue
+    <p>:{<q>}:settings    HASH   fleet-wide settings: completed_ttl_ms, failed_ttl_ms,
+                                 max_lost_leases (unset fields: the process's defaults)
+    <p>:{<q>}:housekeeper STRING id of the process holding the housekeeping duty (PX duty)
+    <p>:{<q>}:hk-cursor   HASH   id, score: where the consistency check's ledger walk resumes
+    <p>:{<q>}:enq:<call>  STRING mark of one enqueue call (PX 60 s): a repeat only answers
+    <p>:{<q>}:reserved-by:<worker> HASH req, jobs: a worker's last reserve (PX lease)
     <p>:{<q>}:stats       HASH   counters moved inside the job scripts (done, failed, ...)
     <p>:{<q>}:notify      LIST   wake-up tokens for idle workers blocked in BLPOP (capped)
     <p>:{<q>}:token       STRING fencing-token sequence of the queue
-    <p>:{<q>}:job:<id>    HASH   the job record
-    <p>:{<q>}:idem:<key>  STRING idempotency key -> job id (expires)
-    <p>:queues            SET    names of the queues ever used
+    <p>:{<q>}:job:<id>    HASH   the job record (no expiry: housekeeping trims finished ones)
+    <p>:{<q>}:idem:<key>  STRING idempotency key -> job id (expires; never after its record)
+    <p>:queues            SET    names of the queues ever used (capped: max_queues)
     <p>:workers           ZSET   worker id -> last heartbeat (ms, Redis clock)
     <p>:worker:<id>       STRING JSON description of a live worker (expires)
 """
@@ -87,6 +94,26 @@ class QueueKeys:
     @property
     def idem_prefix(self) -> str:
         return self.base + "idem:"
+
+    @property
+    def ledger(self) -> str:
+        return self.base + "ledger"
+
+    @property
+    def settings(self) -> str:
+        return self.base + "settings"
+
+    @property
+    def housekeeper(self) -> str:
+        return self.base + "housekeeper"
+
+    @property
+    def hk_cursor(self) -> str:
+        return self.base + "hk-cursor"
+
+    def enqueue_mark(self, call_id: str) -> str:
+        """The mark of one enqueue call (a repeated call finds it and writes nothing)."""
+        return self.base + "enq:" + call_id
 
     def reserve_record(self, worker_id: str) -> str:
         """What a worker's last reserve call leased (so a retried call gets the same jobs)."""

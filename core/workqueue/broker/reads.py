@@ -46,6 +46,8 @@ LISTABLE = tuple(s.value for s in Status)
 #: the statuses whose records :meth:`ReadModel.purge_finished` deletes
 FINISHED = (Status.COMPLETED.value, Status.FAILED.value)
 
+_ADVERT = msgspec.json.Decoder(WorkerAdvert)
+
 #: commands per queue in the figures pipeline (see :meth:`ReadModel._queue_commands`)
 _PER_QUEUE = 8
 
@@ -112,7 +114,7 @@ class ReadModel:
             if not raw:
                 continue
             try:
-                advert = msgspec.json.decode(raw, type=WorkerAdvert)
+                advert = _ADVERT.decode(raw)
             except msgspec.DecodeError:
                 continue
             found.append(msgspec.structs.replace(advert, id=_s(member), last_seen_ms=int(seen)))
@@ -301,7 +303,8 @@ class ReadModel:
     async def purge_finished(
         self, queue: str, status: str, *, batch: int = 500, cutoff_ms: int | None = None
     ) -> PurgeStep:
-        """Delete up to ``batch`` finished records of one status (``purge.lua``, atomic).
+        """Delete up to ``batch`` finished records of one status (``purge.lua``, atomic),
+        with their ledger entries and idempotency keys.
 
         Only records whose status is the index's own are deleted; unfinished jobs are never
         touched. The first call fixes the cutoff (Redis time); pass it on to the next calls.
@@ -311,7 +314,8 @@ class ReadModel:
         k = self.keys(queue)
         cutoff: int | str = "" if cutoff_ms is None else cutoff_ms
         raw = await self.scripts.purge(
-            keys=[_index(k, status)], args=[k.job_prefix, k.idem_prefix, status, batch, cutoff]
+            keys=[_index(k, status), k.ledger],
+            args=[k.job_prefix, k.idem_prefix, status, batch, cutoff],
         )
         return PurgeStep(cutoff_ms=int(raw[0]), examined=int(raw[1]), deleted=int(raw[2]))
 

@@ -1,4 +1,9 @@
-"""The Lua scripts of the job state machine, read once from the package."""
+"""The Lua scripts of the job state machine, read once from the package.
+
+Every script is sent as ``prelude.lua`` followed by its own source: the prelude is the one
+definition of the clock, the counters, the capped wake-up, failing for good and retention
+(see its header), so no two scripts can disagree about them.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +12,40 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-__all__ = ["SCRIPT_NAMES", "Scripts"]
+__all__ = ["SCRIPT_NAMES", "Scripts", "source"]
 
 SCRIPT_NAMES = (
     "enqueue",
     "reserve",
     "finish",
     "renew",
+    "housekeep",
     "requeue_failed",
     "purge",
     "heartbeat",
-    "audit",
+    "register_queues",
 )
 
 
-def _source(name: str) -> str:
+def _read(name: str) -> str:
     return resources.files("workqueue.broker").joinpath(f"lua/{name}.lua").read_text("utf-8")
+
+
+def source(name: str) -> str:
+    """The full text Redis runs for script ``name`` (prelude included)."""
+    return _read("prelude") + _read(name)
 
 
 class Scripts:
     """The registered scripts of one client; redis-py reloads them after a Redis restart."""
 
     def __init__(self, redis: Redis) -> None:
-        self.enqueue: AsyncScript = redis.register_script(_source("enqueue"))
-        self.reserve: AsyncScript = redis.register_script(_source("reserve"))
-        self.finish: AsyncScript = redis.register_script(_source("finish"))
-        self.renew: AsyncScript = redis.register_script(_source("renew"))
-        self.requeue_failed: AsyncScript = redis.register_script(_source("requeue_failed"))
-        self.purge: AsyncScript = redis.register_script(_source("purge"))
-        self.heartbeat: AsyncScript = redis.register_script(_source("heartbeat"))
-        self.audit: AsyncScript = redis.register_script(_source("audit"))
+        self.enqueue: AsyncScript = redis.register_script(source("enqueue"))
+        self.reserve: AsyncScript = redis.register_script(source("reserve"))
+        self.finish: AsyncScript = redis.register_script(source("finish"))
+        self.renew: AsyncScript = redis.register_script(source("renew"))
+        self.housekeep: AsyncScript = redis.register_script(source("housekeep"))
+        self.requeue_failed: AsyncScript = redis.register_script(source("requeue_failed"))
+        self.purge: AsyncScript = redis.register_script(source("purge"))
+        self.heartbeat: AsyncScript = redis.register_script(source("heartbeat"))
+        self.register_queues: AsyncScript = redis.register_script(source("register_queues"))

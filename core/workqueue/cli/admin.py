@@ -21,12 +21,11 @@ from rich.table import Table
 
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import setup_problem
-from workqueue.broker.contract import BrokerAPI
 from workqueue.cli.options import broker_options, log_options, redis_url_option
 from workqueue.errors import WorkQueueError
 from workqueue.log import redact_url
 
-__all__ = ["api", "enqueue_command", "jobs_group", "plugins_command", "stats_command"]
+__all__ = ["enqueue_command", "jobs_group", "plugins_command", "stats_command"]
 
 T = TypeVar("T")
 
@@ -39,13 +38,6 @@ def _fail(message: str) -> NoReturn:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
-
-
-def api(broker: Broker) -> BrokerAPI:
-    """The broker as the contract the admin functions are written against."""
-    # Until engine-broker lands Broker does not implement the whole contract yet (mypy then
-    # flags this ignore as unused: drop it).
-    return broker  # type: ignore[return-value]
 
 
 def _run(
@@ -114,7 +106,7 @@ def stats_command(
     """System-wide totals and per-queue figures (the /metrics figures, from Redis)."""
     from workqueue.admin import stats
 
-    figures = _run(redis_url, broker_config, lambda broker: stats(api(broker)))
+    figures = _run(redis_url, broker_config, stats)
     if as_json:
         _print_json(figures)
         return
@@ -229,7 +221,7 @@ def list_command(
     from workqueue.admin import list_jobs
 
     async def action(broker: Broker) -> list[Any]:
-        return await list_jobs(api(broker), status, queue, limit)
+        return await list_jobs(broker, status, queue, limit)
 
     jobs = _run(redis_url, broker_config, action)
     if as_json:
@@ -285,14 +277,14 @@ def retry_command(
         with _progress("requeueing failed jobs") as advance:
 
             async def everything(broker: Broker) -> int:
-                return await retry_jobs(api(broker), all_failed=True, queue=queue, progress=advance)
+                return await retry_jobs(broker, all_failed=True, queue=queue, progress=advance)
 
             count = _run(redis_url, broker_config, everything)
         click.echo(f"requeued {count} job{'s' if count != 1 else ''}")
         return
 
     async def some(broker: Broker) -> list[str]:
-        return await retry_job_ids(api(broker), job_ids, queue)
+        return await retry_job_ids(broker, job_ids, queue)
 
     done = _run(redis_url, broker_config, some)
     click.echo(f"requeued {len(done)} job{'s' if len(done) != 1 else ''}")
@@ -330,7 +322,7 @@ def purge_command(
     with _progress(f"purging {status} jobs") as advance:
 
         async def action(broker: Broker) -> int:
-            return await purge(api(broker), status, queue, progress=advance)
+            return await purge(broker, status, queue, progress=advance)
 
         count = _run(redis_url, broker_config, action)
     click.echo(f"removed {count} {status} job{'s' if count != 1 else ''}")

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.contract import QueueFigures, QueueSettings
-from workqueue.cli.admin import _console, _fail, _print_json, _run, api, json_option
+from workqueue.cli.admin import _console, _fail, _print_json, _run, json_option
 from workqueue.cli.options import redis_url_option
 from workqueue.jobtypes import NAME_PATTERN
 
@@ -51,11 +51,10 @@ async def _views(
     broker: Broker, names: list[str] | None, *, counters: bool
 ) -> list[dict[str, Any]]:
     """The views of these queues (every known queue when ``names`` is None)."""
-    reads = api(broker)
     if names is None:
-        names = await reads.known_queues()
-    figures = await reads.queue_figures(names)
-    settings = await reads.queue_settings(names)
+        names = await broker.known_queues()
+    figures = await broker.queue_figures(names)
+    settings = await broker.queue_settings(names)
     return [_view(fig, settings[fig.queue], counters=counters) for fig in figures.queues]
 
 
@@ -110,7 +109,7 @@ def show_command(name: str, redis_url: str, key_prefix: str, as_json: bool) -> N
     """One queue: its depths, oldest waiting age, counters and settings."""
 
     async def action(broker: Broker) -> dict[str, Any] | None:
-        if name not in await api(broker).known_queues():
+        if name not in await broker.known_queues():
             return None
         (view,) = await _views(broker, [name], counters=True)
         return view
@@ -177,7 +176,7 @@ def set_command(
         raise click.UsageError(f"queue name {name!r} must be 1-128 characters of A-Za-z0-9_.:-")
 
     async def action(broker: Broker) -> QueueSettings:
-        return await api(broker).set_queue_settings(
+        return await broker.set_queue_settings(
             name,
             completed_ttl_s=completed_ttl,
             failed_ttl_s=failed_ttl,

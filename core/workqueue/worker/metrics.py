@@ -57,10 +57,7 @@ class RunTimeHistogram:
 
 async def collect(worker: Worker) -> dict[str, Any]:
     """The JSON body of ``GET /metrics``: the system figures plus this process's own."""
-    # Until engine-broker lands Broker does not implement the whole contract yet (mypy then
-    # flags this ignore as unused: drop it).
-    broker: BrokerAPI = worker.broker  # type: ignore[assignment]
-    figures = await system_figures(broker, worker.settings.queues)
+    figures = await system_figures(worker.broker, worker.settings.queues)
     s = worker.stats
     process = {
         "worker_id": worker.settings.worker_id,

@@ -1,16 +1,25 @@
 -- Enqueue a batch of jobs into one queue, atomically.
--- KEYS: 1 queued, 2 scheduled, 3 notify, 4 stats
+-- A call is marked once (KEYS[6], SET NX for a minute): a call repeated after its reply was
+-- lost (the client's retry, the enqueue channel resending) finds the mark and only answers
+-- what is there, writing nothing; so a new job costs one HSET, with no per-job EXISTS (job
+-- ids are random: a first call never meets its own ids).
+-- An idempotency key whose job record is gone is free (the key never outlives its record:
+-- see the prelude's retain); a live one answers its job.
+-- KEYS: 1 queued, 2 scheduled, 3 notify, 4 stats, 5 ledger, 6 this call's mark
 -- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 idempotency ttl ms, 4 notify cap,
 --       5 number of shapes S, then 7 fields per shape: type, retries, timeout, delay_ms,
 --       run_at_ms, idempotency key ('' = none), fingerprint;
 --       then 3 fields per job: id, payload, shape number (1..S).
 --       (Jobs that differ only in id and payload share a shape: fewer arguments to send.)
--- Returns: {now_ms, then per job: 'queued' or 'scheduled' for a new job,
---           or {existing id, status, fingerprint} for an existing one}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Returns: {now_ms, replayed (0|1), then per job: 'queued' or 'scheduled' for a new job,
+--           or {existing id, status, fingerprint} for an existing one (status 'deleted':
+--           a repeated call's job that has finished and was not kept)}
+local now = now_ms()
 local jobp, idemp, idem_ttl, notify_cap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local nshapes = tonumber(ARGV[5])
+local first = 6 + nshapes * 7
+local replay = not redis.call('SET', KEYS[6], '1', 'NX', 'PX', 60000)
+
 local shapes = {}
 for s = 1, nshapes do
   local b = 5 + (s - 1) * 7
@@ -21,51 +30,66 @@ for s = 1, nshapes do
   if due > now then status = 'scheduled' end
   shapes[s] = {ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 6], ARGV[b + 7], due, status}
 end
-local out = {now}
-local pushed, created, scheduled = {}, 0, 0
-for i = 6 + nshapes * 7, #ARGV, 3 do
+
+-- The live job an idempotency key names (nil: the key is free).
+local function keyed(idem)
+  if idem == '' then return nil end
+  local old = redis.call('GET', idemp .. idem)
+  if old and redis.call('EXISTS', jobp .. old) == 1 then return old end
+  return nil
+end
+
+local function existing(id)
+  local st = redis.call('HMGET', jobp .. id, 'status', 'fp')
+  return {id, st[1] or 'deleted', st[2] or ''}
+end
+
+local out = {now, replay and 1 or 0}
+if replay then
+  for i = first, #ARGV, 3 do
+    local id = ARGV[i]
+    out[#out + 1] = existing(keyed(shapes[tonumber(ARGV[i + 2])][4]) or id)
+  end
+  return out
+end
+
+local pushed, ledger, scheduled = {}, {}, 0
+for i = first, #ARGV, 3 do
   local id, payload = ARGV[i], ARGV[i + 1]
   local shape = shapes[tonumber(ARGV[i + 2])]
-  local idem, fp = shape[4], shape[5]
-  local existing = nil
-  if idem ~= '' then
-    local old = redis.call('GET', idemp .. idem)
-    if old and redis.call('EXISTS', jobp .. old) == 1 then existing = old end
-  end
-  -- The same id twice (a client retrying after a lost reply) is the same job, not a second one.
-  if not existing and redis.call('EXISTS', jobp .. id) == 1 then existing = id end
-  if existing then
-    local st = redis.call('HMGET', jobp .. existing, 'status', 'fp')
-    out[#out + 1] = {existing, st[1] or '', st[2] or ''}
+  local idem = shape[4]
+  local old = keyed(idem)
+  if old then
+    out[#out + 1] = existing(old)
   else
     local status = shape[7]
-    local key = jobp .. id
-    redis.call('HSET', key, 'type', shape[1], 'payload', payload, 'retries', shape[2],
+    local rec = {'type', shape[1], 'payload', payload, 'retries', shape[2],
       'timeout', shape[3], 'status', status, 'enqueued_at', now, 'attempts', 0,
-      'failures', 0, 'lost', 0, 'fp', fp)
+      'failures', 0, 'lost', 0, 'fp', shape[5]}
     if idem ~= '' then
       redis.call('SET', idemp .. idem, id, 'PX', idem_ttl)
-      redis.call('HSET', key, 'idem', idem)
+      rec[#rec + 1] = 'idem'
+      rec[#rec + 1] = idem
     end
     if status == 'scheduled' then
+      rec[#rec + 1] = 'run_at'
+      rec[#rec + 1] = shape[6]
       redis.call('ZADD', KEYS[2], shape[6], id)
-      redis.call('HSET', key, 'run_at', shape[6])
       scheduled = scheduled + 1
     else
       pushed[#pushed + 1] = id
     end
-    created = created + 1
+    redis.call('HSET', jobp .. id, unpack(rec))
+    ledger[#ledger + 1] = now
+    ledger[#ledger + 1] = id
     out[#out + 1] = status
   end
 end
--- one RPUSH for the whole batch, in order (unpack in slices: Lua's stack is limited)
-for s = 1, #pushed, 500 do
-  redis.call('RPUSH', KEYS[1], unpack(pushed, s, math.min(s + 499, #pushed)))
-end
-if created > 0 then redis.call('HINCRBY', KEYS[4], 'enqueued', created) end
+-- one RPUSH and one ZADD for the whole batch, in order (in slices: Lua's stack is limited)
+each_chunk(pushed, function(...) redis.call('RPUSH', KEYS[1], ...) end)
+each_chunk(ledger, function(...) redis.call('ZADD', KEYS[5], ...) end)
+if #ledger > 0 then redis.call('HINCRBY', KEYS[4], 'enqueued', #ledger / 2) end
 -- A scheduled job wakes one idle worker too, so it learns the new due time now rather than
 -- at the end of its idle wait (up to 5 s late).
-if (#pushed > 0 or scheduled > 0) and redis.call('LLEN', KEYS[3]) < notify_cap then
-  redis.call('RPUSH', KEYS[3], '1')
-end
+if #pushed > 0 or scheduled > 0 then wake(KEYS[3], notify_cap) end
 return out

@@ -4,8 +4,7 @@
 -- KEYS: 1 workers (ZSET worker id -> last heartbeat ms)
 -- ARGV: 1 worker id, 2 ms after which a silent worker is forgotten
 -- Returns: now_ms
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 return now

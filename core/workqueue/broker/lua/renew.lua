@@ -2,18 +2,17 @@
 -- A job whose record is active under the caller's token holds: if its lease entry is missing
 -- (an inconsistent state, e.g. a partial restore) the entry is written again, so the job is
 -- neither abandoned by its live worker nor left active without a lease.
--- KEYS: 1 active
--- ARGV: 1 job key prefix, 2 lease ms, then pairs: id, token
--- Returns: the ids whose lease is no longer this worker's (lost: do not ack them).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local jobp, lease = ARGV[1], tonumber(ARGV[2])
+-- KEYS: 1 active, then one job record key per lease, in order
+-- ARGV: 1 lease ms, then pairs: id, token (in the order of the record keys)
+-- Returns: the ids whose lease is no longer held under the token (lost: do not ack them).
+local now = now_ms()
+local deadline = now + tonumber(ARGV[1])
 local lost = {}
 local wrote = false
-for i = 3, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', jobp .. id, 'token', 'status')
-  if f[1] == token and f[2] == 'active' then
+  local f = fields(KEYS[1 + i / 2], 'token', 'status')
+  if f and f[1] == token and f[2] == 'active' then
     -- First write a freeing ZREM: Redis at maxmemory (noeviction) refuses a script's
     -- memory-growing command (ZADD) only until the script has written, and a lease that
     -- cannot be renewed while enqueues are refused would send a live job to another worker.
@@ -21,7 +20,7 @@ for i = 3, #ARGV, 2 do
       redis.call('ZREM', KEYS[1], id)
       wrote = true
     end
-    redis.call('ZADD', KEYS[1], now + lease, id)
+    redis.call('ZADD', KEYS[1], deadline, id)
   else
     lost[#lost + 1] = id
   end

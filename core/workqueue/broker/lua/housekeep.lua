@@ -1,0 +1,207 @@
+-- One bounded step of a queue's housekeeping duty, atomically. Every key is in the queue's slot.
+-- 0. Election: the duty is KEYS[1] (STRING holder id, PX duty ms). The holder renews it;
+--    anyone else gets held = 0 and the step does nothing more. A holder that stops renewing
+--    (dead, stopped) hands the duty over when the key expires.
+-- 1. Lease recovery: up to ARGV[9] expired leases: the job is requeued at the front, or fails
+--    for good once lost max_lost_leases times (settings hash, else ARGV default).
+-- 2. Promotion: up to ARGV[10] due scheduled and retrying jobs each go to the queued list.
+-- 3. Retention: up to ARGV[11] finished records past the queue's retention are deleted (one
+--    DEL per chunk, with their idempotency key when it still names them), and removed from
+--    their finished index and the ledger.
+-- 4. Consistency check: the next ARGV[12] ledger entries (cursor KEYS[12]: the last id and
+--    score checked) are compared with the indexes: a record that is gone leaves the ledger; a
+--    record in no index of its status is put back (active: a lease entry expiring now, so
+--    step 1 recovers it; scheduled/retrying: due at run_at; completed/failed: at
+--    finished_at; queued: appended to the list, judged against ONE LRANGE snapshot per step,
+--    taken only while the list is at most ARGV[13] long - a false "missing" only makes a
+--    duplicate entry that reserve drops as a stray).
+-- Cost per step: O(log N) per index entry touched; at most 100 + 2 x 1000 + 2 x 500 + 200 job
+-- records read; one LRANGE of at most ARGV[13] entries. No SCAN, no LPOS.
+-- KEYS: 1 housekeeper, 2 queued, 3 scheduled, 4 retry, 5 active, 6 completed, 7 failed,
+--       8 stats, 9 notify, 10 settings, 11 ledger, 12 check cursor (HASH id, score)
+-- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 worker id, 4 duty ms,
+--       5 default completed retention ms, 6 default failed retention ms, 7 default max lost
+--       leases, 8 notify cap, 9 recover limit, 10 promote limit, 11 trim limit,
+--       12 check limit, 13 longest queued list to check
+-- Returns: {held (0|1), now_ms, promoted, trimmed, more (0|1), next_ms (-1 none),
+--           n_recovered, [id, outcome (requeued|failed), type, lost]*,
+--           n_dropped, [id, reason, type]*, n_repaired, [id, status]*}
+local now = now_ms()
+local jobp, idemp, worker, duty = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local notify_cap = tonumber(ARGV[8])
+local recover_limit, promote_limit = tonumber(ARGV[9]), tonumber(ARGV[10])
+local trim_limit, check_limit, max_list = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+
+-- 0. election
+local holder = redis.pcall('GET', KEYS[1])
+if holder == worker then
+  redis.call('PEXPIRE', KEYS[1], duty)
+elseif holder == false then
+  redis.call('SET', KEYS[1], worker, 'NX', 'PX', duty)
+else
+  return {0, now}
+end
+
+local q = queue_settings(KEYS[10], ARGV[5], ARGV[6], ARGV[7])
+q.failed, q.stats, q.ledger, q.idemp = KEYS[7], KEYS[8], KEYS[11], idemp
+local more = false
+local woke = false
+
+-- 1. lease recovery
+local recovered = {}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, recover_limit)
+if #expired >= recover_limit then more = true end
+each_chunk(expired, function(...) redis.call('ZREM', KEYS[5], ...) end)
+local requeued = {}
+for _, id in ipairs(expired) do
+  local key = jobp .. id
+  local f = fields(key, 'type', 'status', 'idem')
+  if not f or not f[1] then
+    drop(KEYS[8], id, 'orphan')
+  elseif f[2] ~= 'active' then
+    drop(KEYS[8], id, 'stray')
+  else
+    local lost = incr(key, 'lost')
+    local outcome = 'requeued'
+    if lost >= q.max_lost then
+      fail_for_good(q, key, id, f[1], f[3], now, 'worker lost ' .. lost .. ' times: the ' ..
+        'lease expired every time (the job may crash or hang its worker)')
+      outcome = 'failed'
+    else
+      -- the token is cleared: a late report from the lost lease is refused as stale
+      redis.call('HSET', key, 'status', 'queued', 'token', '')
+      requeued[#requeued + 1] = id
+    end
+    local n = #recovered
+    recovered[n + 1] = id
+    recovered[n + 2] = outcome
+    recovered[n + 3] = f[1]
+    recovered[n + 4] = lost
+  end
+end
+if #recovered > 0 then redis.call('HINCRBY', KEYS[8], 'lost_leases', #recovered / 4) end
+-- requeued jobs go to the front: they had waited their turn already
+each_chunk(requeued, function(...) redis.call('LPUSH', KEYS[2], ...) end)
+
+-- 2. promotion
+local promoted = 0
+for z, status in pairs({[3] = 'scheduled', [4] = 'retrying'}) do
+  local n, hit = promote_due(KEYS[z], status, KEYS[2], KEYS[8], jobp, now, promote_limit)
+  promoted = promoted + n
+  if hit then more = true end
+end
+if #requeued > 0 or promoted > 0 then
+  wake(KEYS[9], notify_cap)
+  woke = true
+end
+
+-- 3. retention
+local trimmed = 0
+local budget = trim_limit
+for _, part in ipairs({{KEYS[6], 'completed', q.done_ttl}, {KEYS[7], 'failed', q.failed_ttl}}) do
+  local index, status, ttl = part[1], part[2], part[3]
+  local ids = {}
+  if budget > 0 then
+    ids = redis.call('ZRANGEBYSCORE', index, '-inf', now - ttl, 'LIMIT', 0, budget)
+  end
+  if #ids > 0 then
+    budget = budget - #ids
+    if budget <= 0 then more = true end
+    local dels, gone = {}, {}
+    for _, id in ipairs(ids) do
+      local key = jobp .. id
+      local f = fields(key, 'status', 'idem')
+      if f and f[1] == status then
+        dels[#dels + 1] = key
+        gone[#gone + 1] = id
+        if f[2] and f[2] ~= '' and redis.call('GET', idemp .. f[2]) == id then
+          dels[#dels + 1] = idemp .. f[2]
+        end
+        trimmed = trimmed + 1
+      end
+    end
+    each_chunk(ids, function(...) redis.call('ZREM', index, ...) end)
+    each_chunk(dels, function(...) redis.call('DEL', ...) end)
+    each_chunk(gone, function(...) redis.call('ZREM', KEYS[11], ...) end)
+  end
+end
+
+-- 4. consistency check, walking the ledger from the cursor
+local repaired = {}
+local start = 0
+local cur = fields(KEYS[12], 'id', 'score')
+if cur and cur[1] then
+  local rank = redis.call('ZRANK', KEYS[11], cur[1])
+  if rank then
+    start = rank + 1
+  elseif tonumber(cur[2]) then
+    -- the last id checked is gone: resume at the first entry of its score
+    start = redis.call('ZCOUNT', KEYS[11], '-inf', '(' .. cur[2])
+  end
+end
+local batch = redis.call('ZRANGE', KEYS[11], start, start + check_limit - 1, 'WITHSCORES')
+local listed = nil  -- the queued list as a set, read at most once per step
+local gone = {}
+local INDEX = {active = KEYS[5], scheduled = KEYS[3], retrying = KEYS[4],
+               completed = KEYS[6], failed = KEYS[7]}
+for i = 1, #batch, 2 do
+  local id = batch[i]
+  local key = jobp .. id
+  local f = fields(key, 'status', 'run_at', 'finished_at')
+  local st = f and f[1]
+  local fixed = false
+  if f and not st then
+    if redis.call('EXISTS', key) == 0 then gone[#gone + 1] = id end
+  elseif st == 'queued' then
+    if listed == nil then
+      listed = false
+      if redis.call('LLEN', KEYS[2]) <= max_list then
+        listed = {}
+        for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do listed[v] = true end
+      end
+    end
+    if listed and not listed[id] then
+      redis.call('RPUSH', KEYS[2], id)
+      listed[id] = true
+      fixed = true
+    end
+  elseif INDEX[st] and not redis.call('ZSCORE', INDEX[st], id) then
+    local at = now
+    if st == 'scheduled' or st == 'retrying' then at = tonumber(f[2]) or now end
+    if st == 'completed' or st == 'failed' then at = tonumber(f[3]) or now end
+    redis.call('ZADD', INDEX[st], at, id)
+    fixed = true
+  end
+  if fixed then
+    repaired[#repaired + 1] = id
+    repaired[#repaired + 1] = st
+  end
+end
+each_chunk(gone, function(...) redis.call('ZREM', KEYS[11], ...) end)
+if #batch < check_limit * 2 then
+  redis.call('DEL', KEYS[12])  -- the pass is complete: the next step starts over
+else
+  redis.call('HSET', KEYS[12], 'id', batch[#batch - 1], 'score', batch[#batch])
+end
+if #repaired > 0 then
+  redis.call('HINCRBY', KEYS[8], 'repaired', #repaired / 2)
+  if not woke then wake(KEYS[9], notify_cap) end
+end
+
+-- when the next step has work: the earliest lease expiry or due time, or a trim due
+local next_ms = earliest(KEYS[3], KEYS[4], KEYS[5])
+for _, part in ipairs({{KEYS[6], q.done_ttl}, {KEYS[7], q.failed_ttl}}) do
+  local head = redis.call('ZRANGE', part[1], 0, 0, 'WITHSCORES')
+  if head[2] then
+    local due = tonumber(head[2]) + part[2]
+    if next_ms < 0 or due < next_ms then next_ms = due end
+  end
+end
+
+local out = {1, now, promoted, trimmed, more and 1 or 0, next_ms, #recovered / 4}
+for _, v in ipairs(recovered) do out[#out + 1] = v end
+out[#out + 1] = #dropped / 3
+for _, v in ipairs(dropped) do out[#out + 1] = v end
+out[#out + 1] = #repaired / 2
+for _, v in ipairs(repaired) do out[#out + 1] = v end
+return out

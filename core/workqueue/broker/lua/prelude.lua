@@ -1,0 +1,147 @@
+-- Prelude: prepended by scripts.py to every script, the one source of the helpers below, so
+-- the scripts cannot drift apart (one clock, one corrupt-counter policy, one capped wake-up,
+-- one fail-for-good, one retention rule).
+--
+-- Job record (HASH <p>:{q}:job:<id>) fields:
+--   type, payload, retries, timeout, status, enqueued_at, attempts, failures, lost, fp,
+--   idem (its idempotency key, if any), run_at (scheduled/retrying), token (fencing token of
+--   the last lease), worker, started_at, finished_at, result, error,
+--   applied (what the last finish op with this token did: a repeat answers it).
+
+-- Redis's clock in ms (every time in a record or index is on this clock).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A counter field read as an integer: absent is 0; anything else that is not an integer is nil.
+local function int_field(v)
+  if not v then return 0 end
+  if #v > 18 or not string.match(v, '^%-?%d+$') then return nil end
+  return tonumber(v)
+end
+
+-- Add one to a counter field of a record; a corrupt value restarts from 0 (never an error
+-- that would refuse a whole batch).
+local function incr(key, field)
+  local v = (int_field(redis.call('HGET', key, field)) or 0) + 1
+  redis.call('HSET', key, field, v)
+  return v
+end
+
+-- The one wake-up: one token wakes one idle worker's BLPOP; capped, so a queue nobody
+-- consumes never grows an unbounded list of tokens.
+local function wake(notify, cap)
+  if redis.call('LLEN', notify) < cap then redis.call('RPUSH', notify, '1') end
+end
+
+-- HMGET that treats a key of another type (not a job record) as no record at all: nil.
+local function fields(key, ...)
+  local f = redis.pcall('HMGET', key, ...)
+  if f.err then return nil end
+  return f
+end
+
+-- Variadic commands in chunks: unpack() of a huge table would overflow the Lua stack.
+local function each_chunk(items, fn)
+  for i = 1, #items, 1000 do
+    fn(unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+-- A non-negative integer setting from the queue's settings hash, else the caller's default.
+local function setting(v, default)
+  local n = int_field(v)
+  if v and n and n >= 0 then return n end
+  return tonumber(default)
+end
+
+-- The queue's fleet-wide settings (one HMGET of <p>:{q}:settings); ARGV defaults from the
+-- calling process's configuration for the fields nobody has set.
+local function queue_settings(key, d_done, d_failed, d_lost)
+  local s = fields(key, 'completed_ttl_ms', 'failed_ttl_ms', 'max_lost_leases') or {}
+  return {done_ttl = setting(s[1], d_done), failed_ttl = setting(s[2], d_failed),
+          max_lost = setting(s[3], d_lost)}
+end
+
+-- Entries not run as they are, reported to the caller as {id, reason, type} (reason: orphan =
+-- an index entry without a record, stray = an entry whose record is in another state,
+-- invalid = a record that cannot be run); orphans and strays are counted in the stats hash
+-- as '<reason>s' (pass stats = nil for an entry counted otherwise: an invalid one is 'failed').
+local dropped = {}
+local function drop(stats, id, reason, typ)
+  if stats then redis.call('HINCRBY', stats, reason .. 's', 1) end
+  dropped[#dropped + 1] = id
+  dropped[#dropped + 1] = reason
+  dropped[#dropped + 1] = typ or ''
+end
+
+-- The retention rule, applied when a job finishes (completed or failed). ttl 0: not kept, the
+-- record and its ledger entry go now. Else the record stays (no PEXPIRE: housekeeping trims it
+-- from its finished index past the ttl). Either way its idempotency key never outlives it:
+-- deleted with it, or made to expire no later than the record is due to go (PEXPIRE LT).
+-- Returns true when the record is kept (the caller then writes it and indexes it).
+local function retain(key, id, ttl, ledger, idemp, idem)
+  if idem and idem ~= '' then
+    local ik = idemp .. idem
+    if redis.call('GET', ik) == id then
+      if ttl > 0 then redis.call('PEXPIRE', ik, ttl, 'LT') else redis.call('DEL', ik) end
+    end
+  end
+  if ttl > 0 then return true end
+  redis.call('DEL', key)
+  redis.call('ZREM', ledger, id)
+  return false
+end
+
+-- Fail a job for good outside a worker's report (lost too often, or an invalid record).
+-- q: {failed = failed index, stats, ledger, idemp, failed_ttl}. The token is cleared: a late
+-- report from the last lease is refused as stale.
+local function fail_for_good(q, key, id, typ, idem, now, err)
+  redis.call('HINCRBY', q.stats, 'failed', 1)
+  if typ and typ ~= '' then redis.call('HINCRBY', q.stats, 'failed|' .. typ, 1) end
+  if retain(key, id, q.failed_ttl, q.ledger, q.idemp, idem) then
+    redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'token', '', 'error', err)
+    redis.call('ZADD', q.failed, now, id)
+  end
+end
+
+-- Promote up to `limit` due entries of a scheduled or retry index (status = 'scheduled' or
+-- 'retrying') to the end of the queued list. The head is read first, so a call with nothing
+-- due costs one ZRANGE. Returns the number promoted and whether the limit was hit.
+local function promote_due(index, status, queued, stats, jobp, now, limit)
+  local head = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
+  if not head[2] or tonumber(head[2]) > now then return 0, false end
+  local due = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, limit)
+  local pushed = {}
+  each_chunk(due, function(...) redis.call('ZREM', index, ...) end)
+  for _, id in ipairs(due) do
+    local f = fields(jobp .. id, 'status')
+    local st = f and f[1]
+    if not st then
+      drop(stats, id, 'orphan')
+    elseif st ~= status then
+      drop(stats, id, 'stray')
+    else
+      redis.call('HSET', jobp .. id, 'status', 'queued')
+      pushed[#pushed + 1] = id
+    end
+  end
+  each_chunk(pushed, function(...) redis.call('RPUSH', queued, ...) end)
+  return #pushed, #due >= limit
+end
+
+-- The earliest score of some sorted sets (-1: all empty).
+local function earliest(...)
+  local best = -1
+  for _, z in ipairs({...}) do
+    local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local s = tonumber(first[2])
+      if best < 0 or s < best then best = s end
+    end
+  end
+  return best
+end
+
+-- ---------------------------------------------------------------------------------- script
