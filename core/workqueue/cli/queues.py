@@ -10,7 +10,8 @@ Exit codes: 0 success, 1 failure (one ``error: ...`` line on stderr), 2 usage er
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import msgspec
@@ -23,6 +24,8 @@ from workqueue.cli.options import redis_url_option
 from workqueue.jobtypes import NAME_PATTERN
 
 __all__ = ["queues_group"]
+
+FC = TypeVar("FC", bound=Callable[..., Any])
 
 #: the depth columns, in the order a job goes through them
 DEPTHS = ("queued", "running", "scheduled", "retrying", "completed_kept", "failed_kept")
@@ -131,22 +134,20 @@ def show_command(name: str, redis_url: str, key_prefix: str, as_json: bool) -> N
     _console().print(table)
 
 
+def _ttl_option(status: str, verb: str) -> Callable[[FC], FC]:
+    return click.option(
+        f"--{status}-ttl",
+        type=click.FloatRange(min=0),
+        default=None,
+        metavar="SECONDS",
+        help=f"Seconds a {status} job's record is kept (0: deleted when it {verb}).",
+    )
+
+
 @queues_group.command("set")
 @click.argument("name")
-@click.option(
-    "--completed-ttl",
-    type=click.FloatRange(min=0),
-    default=None,
-    metavar="SECONDS",
-    help="Seconds a completed job's record is kept (0: deleted when it completes).",
-)
-@click.option(
-    "--failed-ttl",
-    type=click.FloatRange(min=0),
-    default=None,
-    metavar="SECONDS",
-    help="Seconds a failed job's record is kept (0: deleted when it fails).",
-)
+@_ttl_option("completed", "completes")
+@_ttl_option("failed", "fails")
 @click.option(
     "--max-lost-leases",
     type=click.IntRange(min=1),
