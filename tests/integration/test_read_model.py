@@ -124,13 +124,17 @@ async def test_workers_pipelined_gets_never_mget(broker: Broker, trips: RoundTri
     await broker.redis.set(g.worker("w-1"), json.dumps(advert))
     await broker.redis.set(g.worker("w-2"), b"{not json")
     await broker.redis.set(g.worker("w-3"), json.dumps({**advert, "id": "w-3", "types": ["c"]}))
+    await broker.redis.set(g.worker("w-5"), json.dumps({"types": ["d"]}))  # fields missing
+    await broker.redis.set(g.worker("w-6"), json.dumps({"types": "not a list"}))
     # w-4: in the registry, its advert expired
-    await broker.redis.zadd(g.workers, {"w-1": 1000, "w-2": 1001, "w-3": 1002, "w-4": 1003})
+    registry = {"w-1": 1000, "w-2": 1001, "w-3": 1002, "w-4": 1003, "w-5": 1004, "w-6": 1005}
+    await broker.redis.zadd(g.workers, registry)
     trips.reset()
     workers = await broker.workers()
     assert trips.count == 2 and "MGET" not in trips.commands
-    assert trips.commands.count("GET") == 4
-    assert [w.id for w in workers] == ["w-1", "w-3"]
+    assert trips.commands.count("GET") == 6
+    assert [w.id for w in workers] == ["w-1", "w-3", "w-5"]
+    assert workers[2].types == ["d"] and workers[2].host == "" and workers[2].last_seen_ms == 1004
     assert workers[0] == WorkerAdvert(
         id="w-1",
         host="h",
@@ -141,7 +145,7 @@ async def test_workers_pipelined_gets_never_mget(broker: Broker, trips: RoundTri
         started_at=1.5,
         last_seen_ms=1000,
     )
-    assert await broker.advertised_types() == {"a", "b", "c"}
+    assert await broker.advertised_types() == {"a", "b", "c", "d"}
 
 
 async def test_no_workers_is_one_round_trip(broker: Broker, trips: RoundTrips) -> None:

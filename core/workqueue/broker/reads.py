@@ -46,7 +46,20 @@ LISTABLE = tuple(s.value for s in Status)
 #: the statuses whose records :meth:`ReadModel.purge_finished` deletes
 FINISHED = (Status.COMPLETED.value, Status.FAILED.value)
 
-_ADVERT = msgspec.json.Decoder(WorkerAdvert)
+
+class _AdvertWire(msgspec.Struct):
+    """An advert as stored: every field optional, so an advert from another version (or a
+    hand-written one) still counts for the types it names."""
+
+    host: str = ""
+    pid: int = 0
+    queues: list[str] = msgspec.field(default_factory=list)
+    types: list[str] = msgspec.field(default_factory=list)
+    concurrency: int = 0
+    started_at: float = 0.0
+
+
+_ADVERT = msgspec.json.Decoder(_AdvertWire)
 
 #: commands per queue in the figures pipeline (see :meth:`ReadModel._queue_commands`)
 _PER_QUEUE = 8
@@ -100,7 +113,8 @@ class ReadModel:
     async def workers(self) -> list[WorkerAdvert]:
         """The live workers' adverts, by id; ``last_seen_ms`` is the last heartbeat.
 
-        A worker in the registry whose advert has expired (or cannot be read) is left out.
+        A worker in the registry whose advert has expired (or is not a JSON object of the
+        advert's fields) is left out; missing fields read as empty.
         """
         entries: list[Any] = await self.redis.zrange(self.globals.workers, 0, -1, withscores=True)
         if not entries:
@@ -114,10 +128,21 @@ class ReadModel:
             if not raw:
                 continue
             try:
-                advert = _ADVERT.decode(raw)
-            except msgspec.DecodeError:
+                wire = _ADVERT.decode(raw)
+            except msgspec.DecodeError:  # not JSON, or a field of the wrong type
                 continue
-            found.append(msgspec.structs.replace(advert, id=_s(member), last_seen_ms=int(seen)))
+            found.append(
+                WorkerAdvert(
+                    id=_s(member),
+                    host=wire.host,
+                    pid=wire.pid,
+                    queues=wire.queues,
+                    types=wire.types,
+                    concurrency=wire.concurrency,
+                    started_at=wire.started_at,
+                    last_seen_ms=int(seen),
+                )
+            )
         return sorted(found, key=lambda a: a.id)
 
     async def advertised_types(self) -> set[str]:
