@@ -3,7 +3,7 @@
 Rules: enqueue (now, delayed, at a time, idempotent, same id again), reserve (short or long
 leases), ack, fail (retry now / soon / much later, permanent), renew, crash (the holder of a
 job vanishes: its token is forgotten), wait (real time passes), recover (every short lease
-has expired: a reserve recovers them), release (graceful stop), requeue of failed jobs, and
+has expired: a housekeeping step recovers them), release (graceful stop), requeue of failed jobs, and
 late operations with old tokens, and the consistency sweep (which must repair nothing). A
 second machine runs on a private redis-server and adds a rule that SIGKILLs and restarts it
 (append-only file, ``appendfsync always``).
@@ -22,8 +22,9 @@ After every step, from Redis alone (SCAN of the run's key prefix, never FLUSH):
 - attempts, failures and lost-lease counts of each record are the model's;
 - the queue's counters equal the model's; done and failed counters never decrease; the
   figures of ``/metrics`` (``system_figures``) are the model's (a rule checks them);
-- no key without a TTL unless it is an index or an unfinished job in an index; finished
-  records and idempotency keys expire; there are no other keys;
+- no job record expires by itself (housekeeping trims finished ones); idempotency keys expire;
+  the ledger lists exactly the job records; no other keys but the indexes, registries and the
+  expiring marks (last reserve, enqueue call, housekeeping duty);
 - an operation with a token that no longer holds is refused (stale or duplicate) and changes
   nothing.
 """
@@ -51,9 +52,10 @@ from hypothesis.stateful import (
 from redis.asyncio import Redis
 from redis_server import RedisServer
 
-from workqueue.broker import Broker, BrokerConfig, FinishOp
+from workqueue.broker import Broker, BrokerConfig
 from workqueue.broker.broker import NOTIFY_CAP
 from workqueue.broker.connection import create_redis
+from workqueue.broker.contract import FinishOp, Lease, OpKind
 from workqueue.job import NewJob
 from workqueue.worker.metrics import system_figures
 
@@ -88,6 +90,8 @@ class MJob:
     failures: int = 0
     lost: int = 0
     token: str = ""  # the record's token field ('' when none)
+    #: what the last finish op applied under ``token`` (a repeat of it answers this)
+    applied: str = ""
     #: the bounds of the deadline (lease, or due time) in Redis ms
     lo: int = 0
     hi: int = 0
@@ -104,6 +108,7 @@ class Observed:
     stats: dict[str, int] = field(default_factory=dict)
     idem: dict[str, tuple[str, int]] = field(default_factory=dict)
     others: dict[str, int] = field(default_factory=dict)
+    ledger: set[str] = field(default_factory=set)
 
 
 #: every choice among current jobs is an index drawn the same way whatever the state is, so
@@ -151,7 +156,7 @@ class BrokerModel(RuleBasedStateMachine):
         self.last_token = 0
         self.last_finished = (0, 0)
         self.steps = 0
-        self.audit_cursor = 0
+        self.last_enqueue: list[NewJob] = []
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -191,7 +196,7 @@ class BrokerModel(RuleBasedStateMachine):
     )
     def some_jobs(self, count: int, delay: int, take: int, short: bool) -> None:
         """Start with a few jobs, some of them already held."""
-        self.enqueue([("alpha", n % 3, delay, "none", "none", False, 0) for n in range(count)])
+        self.enqueue([("alpha", n % 3, delay, "none", "none", 0) for n in range(count)])
         self._reserve(take, SHORT_LEASE_MS if short else LONG_LEASE_MS)
 
     @rule(
@@ -202,19 +207,16 @@ class BrokerModel(RuleBasedStateMachine):
                 st.sampled_from(ENQUEUE_DELAYS),
                 st.sampled_from(("none", "past", "future")),
                 st.sampled_from(("none", "new", "reuse")),
-                st.sampled_from((False, False, False, True)),  # reuse an existing job id
                 PICK,
             ),
             min_size=1,
             max_size=3,
         ),
     )
-    def enqueue(self, specs: list[tuple[str, int, int, str, str, bool, int]]) -> None:
+    def enqueue(self, specs: list[tuple[str, int, int, str, str, int]]) -> None:
         jobs: list[NewJob] = []
-        for typ, retries, delay, run_at, idem, same_id, pick in specs:
+        for typ, retries, delay, run_at, idem, pick in specs:
             job_id = uuid.uuid4().hex
-            if same_id and self.jobs:
-                job_id = _pick(sorted(self.jobs), pick)
             key = ""
             if idem == "new":
                 key = uuid.uuid4().hex[:8]
@@ -235,6 +237,7 @@ class BrokerModel(RuleBasedStateMachine):
                     fingerprint="fp-" + key,
                 )
             )
+        self.last_enqueue = jobs
         results = self.run(self.broker.enqueue(jobs))
         for job, (job_id, status, duplicate, _fp, now) in zip(jobs, results, strict=True):
             existing = None
@@ -256,9 +259,29 @@ class BrokerModel(RuleBasedStateMachine):
                 self.idem[job.idempotency_key] = job_id
             self._count("enqueued")
 
-    def _reserve(self, count: int, lease_ms: int) -> None:
+    @rule()
+    def repeat_enqueue(self) -> None:
+        """The last enqueue call again (a client retrying after a lost reply): it writes
+        nothing and answers the jobs that call made (or found)."""
+        if not self.last_enqueue:
+            return
+        results = self.run(self.broker.enqueue(self.last_enqueue))
+        seen_keys: dict[str, str] = {}
+        for job, result in zip(self.last_enqueue, results, strict=True):
+            assert result.duplicate, f"{job.id}: a repeated call wrote again"
+            expected = job.id if job.id in self.jobs else self.idem[job.idempotency_key]
+            if job.idempotency_key:
+                expected = seen_keys.setdefault(job.idempotency_key, expected)
+                expected = self.idem.get(job.idempotency_key, expected)
+            assert result.id == expected and result.status == self.jobs[expected].status
+        event("repeated enqueue call")
+
+    def _housekeep(self) -> None:
         before = {j.id for j in self._of("scheduled") + self._of("retrying")}
-        (res,) = self.run(self.broker.reserve([(Q, count)], lease_ms=lease_ms, worker_id=W))
+        res = self.run(self.broker.housekeep(Q, worker_id=W, duty_ms=LONG_LEASE_MS))
+        assert res.held and not res.dropped and not res.more
+        # a consistent state has nothing to repair
+        assert res.repaired == [], f"the check 'repaired' consistent jobs: {res.repaired}"
         now = res.now_ms
         # 1. recovery of expired leases: all certainly expired ones, none still certainly live
         recovered = [r.job_id for r in res.recovered]
@@ -276,6 +299,7 @@ class BrokerModel(RuleBasedStateMachine):
             self._count("lost_leases")
             self._lose_holder(job)
             event(f"lease recovered: {rec.outcome}")
+            assert rec.lost == job.lost
             if job.lost >= MAX_LOST:
                 assert rec.outcome == "failed"
                 job.status = "failed"
@@ -283,8 +307,11 @@ class BrokerModel(RuleBasedStateMachine):
             else:
                 assert rec.outcome == "requeued"
                 job.status = "queued"
-        # 2. promotion of due delayed and retrying jobs (Redis tells the undecided ones)
-        reserved = {j.id for j in res.jobs}
+        # 2. promotion of every due delayed and retrying job
+        self._promoted(before, now, set())
+
+    def _promoted(self, before: set[str], now: int, reserved: set[str]) -> None:
+        """Due delayed and retrying jobs are queued (Redis tells the undecided ones)."""
 
         async def still_waiting(ids: list[str]) -> list[bool]:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -304,6 +331,19 @@ class BrokerModel(RuleBasedStateMachine):
                 job.status = "queued"
             else:
                 assert job_id not in reserved, f"{job_id}: ran {job.lo - now} ms before due"
+
+    def _reserve(self, count: int, lease_ms: int) -> None:
+        before = {j.id for j in self._of("scheduled") + self._of("retrying")}
+        res = self.run(
+            self.broker.reserve(
+                Q, count, lease_ms=lease_ms, worker_id=W, request_id=uuid.uuid4().hex
+            )
+        )
+        now = res.now_ms
+        assert not res.dropped and not res.replayed
+        # 1. (lease recovery is housekeeping's: an expired lease is not touched here)
+        # 2. promotion of due delayed and retrying jobs
+        self._promoted(before, now, {j.id for j in res.jobs})
         # 3. leases: as many as asked for and queued, each queued before, new tokens
         queued = {j.id for j in self._of("queued")}
         assert len(res.jobs) == min(count, len(queued)), (len(res.jobs), count, len(queued))
@@ -340,17 +380,18 @@ class BrokerModel(RuleBasedStateMachine):
             assert outcome == "stale", f"{op}: a stale token was accepted ({outcome})"
             return outcome
         if job.status != "active":
-            assert outcome == "duplicate", f"{op}: {outcome} for a finished attempt"
+            # a repeat of the op applied under this token: the first application's verdict
+            assert outcome == job.applied, f"{op}: {outcome} for a finished attempt"
             return outcome
         self.held.pop(op.job_id, None)
+        job.applied = str(outcome)
         if op.op == "ack":
             assert outcome == "completed"
             job.status = "completed"
             self._count("done", job.type)
         elif op.op == "release":
             assert outcome == "released"
-            job.status = "queued"
-            job.token = ""
+            job.status = "queued"  # the token stays, so a repeat answers "released"
         else:
             job.failures += 1
             self._count("failed_attempts", job.type)
@@ -373,7 +414,7 @@ class BrokerModel(RuleBasedStateMachine):
         job_id = _pick(sorted(self.held), pick)
         op, delay = outcome
         data = b'"ok"' if op == "ack" else "boom"
-        self._finish(FinishOp(op, job_id, self.held[job_id], data, delay))  # type: ignore[arg-type]
+        self._finish(FinishOp(OpKind(op), job_id, self.held[job_id], data, delay))
 
     @rule(mask=MASK, short=st.booleans())
     def renew(self, mask: int, short: bool) -> None:
@@ -382,7 +423,8 @@ class BrokerModel(RuleBasedStateMachine):
         ids = _subset(sorted(self.held), mask)
         lease = SHORT_LEASE_MS if short else LONG_LEASE_MS
         t0 = self.run(_redis_ms(self.redis))
-        lost = self.run(self.broker.renew({Q: [(i, self.held[i]) for i in ids]}, lease_ms=lease))
+        leases = [Lease(i, self.held[i]) for i in ids]
+        lost = self.run(self.broker.renew({Q: leases}, lease_ms=lease))
         t1 = self.run(_redis_ms(self.redis))
         # A held job is in flight under its token: renewal must hold, even past the deadline
         # (nobody has taken the job over yet).
@@ -400,7 +442,7 @@ class BrokerModel(RuleBasedStateMachine):
     @rule()
     def release_all(self) -> None:
         """A graceful stop: every held job is handed back."""
-        ops = [FinishOp("release", i, t) for i, t in sorted(self.held.items())]
+        ops = [FinishOp(OpKind.RELEASE, i, t) for i, t in sorted(self.held.items())]
         for op in ops:
             assert self._finish(op) == "released"
         assert not self.held
@@ -411,13 +453,13 @@ class BrokerModel(RuleBasedStateMachine):
 
     @rule()
     def recover(self) -> None:
-        """Sleep until every short lease has surely expired; a housekeeping reserve follows
-        (and must recover each of them: ``_reserve`` checks every expired lease)."""
+        """Sleep until every short lease has surely expired; a housekeeping step follows
+        (and must recover each of them: ``_housekeep`` checks every expired lease)."""
         now = self.run(_redis_ms(self.redis))
         short = [j.hi for j in self._of("active") if j.hi < now + LONG_LEASE_MS // 2]
         if short:
             time.sleep(max(0, max(short) - now + 2) / 1000)
-        self._reserve(0, LONG_LEASE_MS)
+        self._housekeep()
 
     @rule(mask=MASK)
     def requeue_failed(self, mask: int) -> None:
@@ -431,12 +473,13 @@ class BrokerModel(RuleBasedStateMachine):
         for job_id in expected:
             job = self.jobs[job_id]
             job.status, job.failures, job.lost, job.token = "queued", 0, 0, ""
+            job.applied = ""
 
     @rule()
-    def audit(self) -> None:
-        """A step of the consistency sweep finds nothing to repair in a consistent state."""
-        self.audit_cursor, repaired = self.run(self.broker.audit(Q, self.audit_cursor))
-        assert repaired == [], f"the sweep 'repaired' consistent jobs: {repaired}"
+    def housekeep(self) -> None:
+        """A housekeeping step: recovers expired leases, promotes due jobs, and its
+        consistency check finds nothing to repair in a consistent state."""
+        self._housekeep()
 
     @rule()
     def metrics(self) -> None:
@@ -477,12 +520,12 @@ class BrokerModel(RuleBasedStateMachine):
             return
         job_id, token = _pick(stale, pick)
         if op == "renew":
-            lost = self.run(self.broker.renew({Q: [(job_id, token)]}, lease_ms=LONG_LEASE_MS))
-            assert lost == {Q: [job_id]}, "a stale lease was renewed"
+            lease = Lease(job_id, token)
+            lost = self.run(self.broker.renew({Q: [lease]}, lease_ms=LONG_LEASE_MS))
+            assert lost == {Q: [lease]}, "a stale lease was renewed"
             return
-        outcome = self._finish(FinishOp(op, job_id, token, b"late", 0))  # type: ignore[arg-type]
+        outcome = self._finish(FinishOp(OpKind(op), job_id, token, b"late", 0))
         event(f"late {op}: {outcome}")
-        assert outcome in ("stale", "duplicate")
 
     # -- invariants ------------------------------------------------------------------------
 
@@ -505,6 +548,7 @@ class BrokerModel(RuleBasedStateMachine):
             pipe.lrange(k.queued, 0, -1)
             for index in ("scheduled", "retry", "active", "completed", "failed"):
                 pipe.zrange(getattr(k, index), 0, -1, withscores=True)
+            pipe.zrange(k.ledger, 0, -1)
             pipe.hgetall(k.stats)
             replies = await pipe.execute()
         it = iter(replies)
@@ -521,6 +565,7 @@ class BrokerModel(RuleBasedStateMachine):
         seen.queued = [_s(x) for x in next(it)]
         for index in ("scheduled", "retry", "active", "completed", "failed"):
             seen.zsets[index] = {_s(m): s for m, s in next(it)}
+        seen.ledger = {_s(m) for m in next(it)}
         seen.stats = {_s(a): int(b) for a, b in next(it).items()}
         return seen
 
@@ -539,25 +584,29 @@ class BrokerModel(RuleBasedStateMachine):
             fields = (int(rec["attempts"]), int(rec["failures"]), int(rec["lost"]))
             assert fields == (job.attempts, job.failures, job.lost), (job, rec)
             assert rec.get("token", "") == job.token, (job, rec)
-            ttl = seen.ttls[job.id]
-            if job.status in UNFINISHED:
-                assert ttl == -1, f"unfinished {job.id} has a TTL ({ttl} ms)"
-            else:
-                assert ttl > 0, f"finished {job.id} never expires"
+            # no record expires by itself: housekeeping trims finished ones
+            assert seen.ttls[job.id] == -1, f"{job.id} has a TTL ({seen.ttls[job.id]} ms)"
             if job.status in ("active", "scheduled", "retrying"):
                 score = seen.zsets[INDEX_OF_STATUS[job.status]][job.id]
                 assert job.lo <= score <= job.hi, (job, score)
         for key, (job_id, ttl) in seen.idem.items():
             assert self.idem.get(key) == job_id and ttl > 0, (key, job_id, ttl)
         assert set(seen.idem) == set(self.idem)
+        assert seen.ledger == set(self.jobs), "the ledger lists exactly the job records"
         # Indexes and registries only: no other keys, none of them expiring.
         allowed = {getattr(self.keys, n) for n in ("stats", "token", "notify")}
         allowed |= {self.keys.queued} | {getattr(self.keys, n) for n in seen.zsets}
-        allowed.add(self.broker.globals.queues)
-        # A worker's last-reserve record (for a retried reserve) is the one expiring extra key.
-        reserve_records = {n for n in seen.others if n.startswith(self.keys.base + "reserved-by:")}
-        assert all(seen.others[n] != -1 for n in reserve_records), seen.others
-        others = {n: ttl for n, ttl in seen.others.items() if n not in reserve_records}
+        allowed |= {self.broker.globals.queues, self.keys.ledger, self.keys.hk_cursor}
+        # Expiring extra keys: a worker's last-reserve record (for a retried reserve), the
+        # marks of enqueue calls (for a repeated call) and the housekeeping duty.
+        base = self.keys.base
+        expiring = {
+            n
+            for n in seen.others
+            if n.startswith((base + "reserved-by:", base + "enq:")) or n == self.keys.housekeeper
+        }
+        assert all(seen.others[n] != -1 for n in expiring), seen.others
+        others = {n: ttl for n, ttl in seen.others.items() if n not in expiring}
         assert set(others) <= allowed, set(others) - allowed
         assert all(ttl == -1 for ttl in others.values())
         expected = {name: n for name, n in self.counters.items() if n}

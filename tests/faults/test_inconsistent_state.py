@@ -162,7 +162,9 @@ async def _sweep_case(services: Services, broker: Broker, url: str, tmp_path: Pa
     # job missing from the scheduled index
     held, queued, delayed = _job(ledger), _job(ledger), _job(ledger, delay_ms=1500)
     await broker.enqueue([held])
-    (res,) = await broker.reserve([("t19", 1)], lease_ms=600_000, worker_id="gone")
+    res = await broker.reserve(
+        "t19", 1, lease_ms=600_000, worker_id="gone", request_id=uuid.uuid4().hex
+    )
     assert [j.id for j in res.jobs] == [held.id]
     await broker.enqueue([queued, delayed])
     assert await broker.redis.zrem(k.active, held.id) == 1

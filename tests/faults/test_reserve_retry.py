@@ -11,8 +11,9 @@ import redis
 from fault_proxy import FaultProxy
 from redis_server import RedisServer
 
-from workqueue.broker import Broker, BrokerConfig, FinishOp
+from workqueue.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
+from workqueue.broker.contract import FinishOp, OpKind
 from workqueue.job import NewJob
 
 
@@ -47,22 +48,23 @@ async def test_retried_reserve_gets_the_jobs_the_lost_reply_carried(
     direct, proxied, proxy = brokers
     # Given three queued jobs, the scripts loaded and the proxied client connected
     await direct.enqueue([_job(n) for n in range(3)])
-    await direct.reserve([("warm", 1)], lease_ms=1000, worker_id="W")
+    await direct.reserve("warm", 1, lease_ms=1000, worker_id="W", request_id="warm")
     await proxied.redis.ping()
 
     # When the reply to a reserve of two is cut by an RST and the client retries the call
     proxy.reset_replies(every=1, keep=3, times=1)
-    (result,) = await proxied.reserve([("q1", 2)], lease_ms=5000, worker_id="W")
+    result = await proxied.reserve("q1", 2, lease_ms=5000, worker_id="W", request_id="r0")
 
     # Then the retry hands out the two jobs the first call leased, and leases nothing else
     assert proxy.stats.resets == 1 and proxy.stats.accepted == 2  # retried on a new connection
+    assert result.replayed
     k = direct.keys("q1")
     active = sorted(m.decode() for m in await direct.redis.zrange(k.active, 0, -1))
     assert sorted(j.id for j in result.jobs) == active == ["job-0", "job-1"]
     assert await direct.redis.llen(k.queued) == 1
     assert all(j.attempt == 1 for j in result.jobs)
     # ... under the tokens the first call gave them, so their outcomes are accepted
-    ops = [FinishOp("ack", j.id, j.token, b'"ok"') for j in result.jobs]
+    ops = [FinishOp(OpKind.ACK, j.id, j.token, b'"ok"') for j in result.jobs]
     assert await direct.finish({"q1": ops}) == {"q1": ["completed", "completed"]}
 
 
@@ -76,20 +78,21 @@ async def test_a_caller_retrying_with_the_same_request_id_gets_the_same_jobs(
     proxied = Broker(create_redis(proxy.url, retries=0), config)
     try:
         await direct.enqueue([_job(n) for n in range(3)])
-        await direct.reserve([("warm", 1)], lease_ms=1000, worker_id="W")
+        await direct.reserve("warm", 1, lease_ms=1000, worker_id="W", request_id="warm")
         await proxied.redis.ping()
         # When the reserve's reply is cut, and the caller calls again with the same id
         proxy.reset_replies(every=1, keep=3, times=1)
         with pytest.raises(redis.ConnectionError):
-            await proxied.reserve([("q1", 2)], lease_ms=5000, worker_id="W", request_id="r1")
-        (again,) = await proxied.reserve([("q1", 2)], lease_ms=5000, worker_id="W", request_id="r1")
+            await proxied.reserve("q1", 2, lease_ms=5000, worker_id="W", request_id="r1")
+        again = await proxied.reserve("q1", 2, lease_ms=5000, worker_id="W", request_id="r1")
+        assert again.replayed
         # Then it gets the two jobs leased by the call whose reply was lost
         active = sorted(
             m.decode() for m in await direct.redis.zrange(direct.keys("q1").active, 0, -1)
         )
         assert sorted(j.id for j in again.jobs) == active == ["job-0", "job-1"]
         # ... and a new id leases what is left
-        (fresh,) = await proxied.reserve([("q1", 2)], lease_ms=5000, worker_id="W")
+        fresh = await proxied.reserve("q1", 2, lease_ms=5000, worker_id="W", request_id="r2")
         assert [j.id for j in fresh.jobs] == ["job-2"]
     finally:
         await direct.redis.aclose()

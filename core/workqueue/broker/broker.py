@@ -86,7 +86,7 @@ def _wire_op(op: FinishOp) -> tuple[str, str, str, str, int]:
     data = op.data
     if isinstance(data, bytes):
         data = data.decode("utf-8", "replace")
-    return (op.op.value, op.job_id, op.token, data, op.delay_ms)
+    return (str(op.op), op.job_id, op.token, data, op.delay_ms)
 
 
 def _s(value: Any) -> str:

@@ -37,6 +37,9 @@ local holder = redis.pcall('GET', KEYS[1])
 if holder == worker then
   redis.call('PEXPIRE', KEYS[1], duty)
 elseif holder == false then
+  -- A DEL first: Redis at maxmemory (noeviction) refuses a script's memory-growing command
+  -- (SET) only until the script has written, and housekeeping (trimming) is what frees memory.
+  redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[1], worker, 'NX', 'PX', duty)
 else
   return {0, now}
@@ -189,7 +192,7 @@ if #repaired > 0 then
 end
 
 -- when the next step has work: the earliest lease expiry or due time, or a trim due
-local next_ms = earliest(KEYS[3], KEYS[4], KEYS[5])
+local next_ms = earliest({KEYS[3], KEYS[4], KEYS[5]})
 for _, part in ipairs({{KEYS[6], q.done_ttl}, {KEYS[7], q.failed_ttl}}) do
   local head = redis.call('ZRANGE', part[1], 0, 0, 'WITHSCORES')
   if head[2] then

@@ -108,10 +108,12 @@ end
 
 -- Promote up to `limit` due entries of a scheduled or retry index (status = 'scheduled' or
 -- 'retrying') to the end of the queued list. The head is read first, so a call with nothing
--- due costs one ZRANGE. Returns the number promoted and whether the limit was hit.
+-- due costs one ZRANGE. Returns the number promoted, whether the limit was hit, and the
+-- index's earliest score when nothing was due (-1: empty; nil: unknown, read it again).
 local function promote_due(index, status, queued, stats, jobp, now, limit)
   local head = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
-  if not head[2] or tonumber(head[2]) > now then return 0, false end
+  if not head[2] then return 0, false, -1 end
+  if tonumber(head[2]) > now then return 0, false, tonumber(head[2]) end
   local due = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, limit)
   local pushed = {}
   each_chunk(due, function(...) redis.call('ZREM', index, ...) end)
@@ -128,18 +130,20 @@ local function promote_due(index, status, queued, stats, jobp, now, limit)
     end
   end
   each_chunk(pushed, function(...) redis.call('RPUSH', queued, ...) end)
-  return #pushed, #due >= limit
+  return #pushed, #due >= limit, nil
 end
 
--- The earliest score of some sorted sets (-1: all empty).
-local function earliest(...)
+-- The earliest of some scores (-1: none), reading a sorted set's head only where its score is
+-- not known yet: `heads` maps key -> known earliest score (-1: empty) or false (unknown).
+local function earliest(keys, heads)
   local best = -1
-  for _, z in ipairs({...}) do
-    local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
-    if first[2] then
-      local s = tonumber(first[2])
-      if best < 0 or s < best then best = s end
+  for _, z in ipairs(keys) do
+    local s = heads and heads[z]
+    if s == nil or s == false then
+      local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+      s = first[2] and tonumber(first[2]) or -1
     end
+    if s >= 0 and (best < 0 or s < best) then best = s end
   end
   return best
 end

@@ -25,8 +25,9 @@ local worker, req, notify_cap = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local RUN = {'type', 'payload', 'retries', 'timeout', 'enqueued_at', 'failures', 'lost',
              'attempts', 'status', 'token', 'idem'}
 
+local heads = {}  -- known earliest scores of the scheduled and retry indexes
 local function reply(jobs, replayed)
-  local out = {now, earliest(KEYS[2], KEYS[3]), replayed, #dropped / 3}
+  local out = {now, earliest({KEYS[2], KEYS[3]}, heads), replayed, #dropped / 3}
   for _, v in ipairs(dropped) do out[#out + 1] = v end
   for _, v in ipairs(jobs) do out[#out + 1] = v end
   return out
@@ -61,8 +62,10 @@ if req ~= '' then
   end
 end
 
-promote_due(KEYS[2], 'scheduled', KEYS[1], KEYS[6], jobp, now, 1000)
-promote_due(KEYS[3], 'retrying', KEYS[1], KEYS[6], jobp, now, 1000)
+local _, _, head2 = promote_due(KEYS[2], 'scheduled', KEYS[1], KEYS[6], jobp, now, 1000)
+local _, _, head3 = promote_due(KEYS[3], 'retrying', KEYS[1], KEYS[6], jobp, now, 1000)
+heads[KEYS[2]] = head2 or false
+heads[KEYS[3]] = head3 or false
 
 local jobs, leased = {}, {}
 local q = nil  -- the queue's settings, read only when a record must fail for good

@@ -1,0 +1,243 @@
+"""Housekeeping as a duty (issue 10, defects 4 and 6): one elected process per queue, each
+step of bounded cost, independent of any reserve.
+
+The cost test counts Redis commands with INFO commandstats on a private redis-server (Lua's
+inner commands included), never wall time. ``_consistency_step`` also drives the consistency
+sweep of the code before Engine 2 (``Broker.audit``), so the test can be run against it and
+shows the defect there (an LPOS per queued record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.exceptions import ResponseError
+from redis_server import RedisServer
+
+from workqueue.broker import Broker, BrokerConfig
+from workqueue.broker.connection import create_redis
+from workqueue.broker.contract import Applied, FinishOp, Lease, OpKind
+from workqueue.job import NewJob
+
+PREFIX = "hk"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False)
+    srv.start()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def admin(server: RedisServer) -> Iterator[redis.Redis]:
+    conn = server.client()
+    conn.flushall()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+async def broker(server: RedisServer, admin: redis.Redis) -> AsyncIterator[Broker]:
+    b = Broker(create_redis(server.url), BrokerConfig(prefix=PREFIX))
+    yield b
+    await b.redis.aclose()
+
+
+def new_job(queue: str = "q", **kw: Any) -> NewJob:
+    fields: dict[str, Any] = dict(
+        id=uuid.uuid4().hex, type="t", queue=queue, payload=b"{}", retries=0, timeout=10.0
+    )
+    fields.update(kw)
+    return NewJob(**fields)
+
+
+def commandstats(admin: redis.Redis) -> dict[str, int]:
+    return {name: int(v["calls"]) for name, v in admin.info("commandstats").items()}
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    changed = {k: after[k] - before.get(k, 0) for k in after}
+    # the INFO call that took the second snapshot is not the step's
+    changed["cmdstat_info"] = changed.get("cmdstat_info", 0) - 1
+    return {k: v for k, v in changed.items() if v}
+
+
+async def _consistency_step(broker: Broker, queue: str, cursor: int) -> int:
+    """One step of the consistency check (on the code before Engine 2: one audit step)."""
+    housekeep = getattr(broker, "housekeep", None)
+    if housekeep is not None:
+        await housekeep(queue, worker_id="hk-1", duty_ms=10_000)
+        return 0
+    cursor, _ = await broker.audit(queue, cursor)  # type: ignore[attr-defined]
+    return int(cursor)
+
+
+async def test_a_consistency_step_is_bounded_on_a_long_queue(
+    broker: Broker, admin: redis.Redis
+) -> None:
+    # Given 1,000 queued job records and a queued list 10,000 long
+    jobs = [new_job() for _ in range(1000)]
+    await broker.enqueue(jobs)
+    k = broker.keys("q")
+    admin.rpush(k.queued, *[f"filler-{i}" for i in range(9000)])
+    assert admin.llen(k.queued) == 10_000
+    # When one consistency step runs (each step of a pass, until the pass is through)
+    steps: list[dict[str, int]] = []
+    cursor = 0
+    for _ in range(10):
+        before = commandstats(admin)
+        cursor = await _consistency_step(broker, "q", cursor)
+        steps.append(delta(before, commandstats(admin)))
+        if cursor == 0:
+            break
+    # Then no step searches the list (no LPOS: one LRANGE snapshot at most) and each step's
+    # Redis command count is bounded by the check's batch size, not by the list or keyspace
+    for step in steps:
+        assert step.get("cmdstat_lpos", 0) == 0, step
+        assert step.get("cmdstat_lrange", 0) <= 1, step
+        assert step.get("cmdstat_scan", 0) == 0, step
+        assert sum(step.values()) <= 300, step
+    # ... and nothing was wrongly repaired: the list still holds each record once
+    assert admin.llen(k.queued) == 10_000
+
+
+async def test_the_check_puts_back_what_is_in_no_index(broker: Broker, admin: redis.Redis) -> None:
+    # Given a queued job missing from the list, a delayed one missing from its index
+    queued, delayed, gone = new_job(), new_job(delay_ms=60_000), new_job()
+    await broker.enqueue([queued, delayed, gone])
+    k = broker.keys("q")
+    admin.lrem(k.queued, 0, queued.id)
+    admin.zrem(k.scheduled, delayed.id)
+    admin.delete(k.job(gone.id))  # and a record deleted behind the ledger's back
+    # When one housekeeping step runs
+    step = await broker.housekeep("q", worker_id="a", duty_ms=5000)
+    # Then both are back in their index, and the ledger forgot the deleted record
+    assert sorted(step.repaired) == sorted([(queued.id, "queued"), (delayed.id, "scheduled")])
+    assert queued.id.encode() in admin.lrange(k.queued, 0, -1)
+    assert admin.zscore(k.scheduled, delayed.id) is not None
+    assert admin.zscore(k.ledger, gone.id) is None
+    assert int(admin.hget(k.stats, "repaired") or 0) == 2
+
+
+async def test_one_process_holds_the_duty_until_it_expires(
+    broker: Broker, server: RedisServer
+) -> None:
+    other = Broker(create_redis(server.url), BrokerConfig(prefix=PREFIX))
+    try:
+        # Given A takes the queue's duty
+        assert (await broker.housekeep("q", worker_id="A", duty_ms=400)).held
+        # When B tries, and A renews
+        assert not (await other.housekeep("q", worker_id="B", duty_ms=400)).held
+        assert (await broker.housekeep("q", worker_id="A", duty_ms=400)).held
+        assert not (await other.housekeep("q", worker_id="B", duty_ms=400)).held
+        # Then once A stops renewing, its expiry hands the duty to B (and only B)
+        await asyncio.sleep(0.5)
+        assert (await other.housekeep("q", worker_id="B", duty_ms=400)).held
+        assert not (await broker.housekeep("q", worker_id="A", duty_ms=400)).held
+        # ... and each queue has a duty of its own
+        assert (await broker.housekeep("q2", worker_id="A", duty_ms=400)).held
+    finally:
+        await other.redis.aclose()
+
+
+async def test_leases_are_recovered_and_due_jobs_promoted_without_any_reserve(
+    broker: Broker, admin: redis.Redis
+) -> None:
+    # Given a job whose lease has expired and a delayed job now due, and no reserve after
+    running, delayed = new_job(), new_job(delay_ms=100)
+    await broker.enqueue([running, delayed])
+    res = await broker.reserve("q", 1, lease_ms=100, worker_id="w", request_id="r")
+    assert [j.id for j in res.jobs] == [running.id]
+    await asyncio.sleep(0.2)
+    admin.delete(broker.keys("q").notify)
+    # When housekeeping runs (a worker that consumes other queues, or is busy)
+    step = await broker.housekeep("q", worker_id="hk", duty_ms=5000)
+    # Then the lease is recovered (requeued at the front) and the due job promoted
+    assert [(r.job_id, r.outcome) for r in step.recovered] == [(running.id, "requeued")]
+    assert step.promoted == 1 and not step.more
+    queued = admin.lrange(broker.keys("q").queued, 0, -1)
+    assert queued == [running.id.encode(), delayed.id.encode()]
+    assert admin.llen(broker.keys("q").notify) == 1  # an idle worker is woken
+
+
+async def test_a_bound_hit_reports_more(server: RedisServer, admin: redis.Redis) -> None:
+    config = BrokerConfig(prefix=PREFIX, promote_limit=5)
+    b = Broker(create_redis(server.url), config)
+    try:
+        await b.enqueue([new_job(delay_ms=50) for _ in range(8)])
+        await asyncio.sleep(0.1)
+        first = await b.housekeep("q", worker_id="hk", duty_ms=5000)
+        assert first.promoted == 5 and first.more
+        second = await b.housekeep("q", worker_id="hk", duty_ms=5000)
+        assert second.promoted == 3 and not second.more
+    finally:
+        await b.redis.aclose()
+
+
+async def test_replay_is_per_queue(broker: Broker) -> None:
+    # Given jobs on two queues, and a worker whose reply for queue 1 was lost
+    await broker.enqueue([new_job("q1") for _ in range(2)] + [new_job("q2") for _ in range(2)])
+    lost = await broker.reserve("q1", 1, lease_ms=5000, worker_id="w", request_id="a")
+    # When it reserves queue 2 with its own id, then repeats the queue 1 call
+    other = await broker.reserve("q2", 1, lease_ms=5000, worker_id="w", request_id="b")
+    again = await broker.reserve("q1", 1, lease_ms=5000, worker_id="w", request_id="a")
+    # Then queue 1's repeat hands out the same job, and nothing else is leased
+    assert again.replayed and [j.id for j in again.jobs] == [j.id for j in lost.jobs]
+    assert [j.token for j in again.jobs] == [j.token for j in lost.jobs]
+    assert not other.replayed and len(other.jobs) == 1
+    # ... and queue 1's id used on queue 2 is not a replay there
+    fresh = await broker.reserve("q2", 1, lease_ms=5000, worker_id="w", request_id="a")
+    assert not fresh.replayed and fresh.jobs[0].id != other.jobs[0].id
+
+
+async def test_outcomes_leases_and_housekeeping_apply_at_maxmemory(tmp_path: Path) -> None:
+    # Given a Redis at maxmemory that evicts nothing, a held job and a finished one to trim
+    srv = RedisServer(tmp_path, appendonly=False)
+    srv.start()
+    conf = BrokerConfig(prefix=PREFIX, completed_ttl_s=0.2)
+    b = Broker(create_redis(srv.url), conf)
+    admin = srv.client()
+    try:
+        held, done = new_job(), new_job()
+        await b.enqueue([held, done])
+        got = await b.reserve("q", 2, lease_ms=60_000, worker_id="w", request_id="r")
+        by_id = {j.id: j for j in got.jobs}
+        await b.finish({"q": [FinishOp(OpKind.ACK, done.id, by_id[done.id].token, b"1")]})
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", used)
+        # (the admin's own writes are refused from here on: the memory is full)
+        assert "maxmemory" in _refused(admin)
+        with pytest.raises(ResponseError, match="maxmemory"):
+            await b.enqueue([new_job()])
+        await asyncio.sleep(0.3)
+        # When the holder renews, housekeeping takes its duty and trims, and the job is acked
+        lease = Lease(held.id, by_id[held.id].token)
+        assert await b.renew({"q": [lease]}, lease_ms=60_000) == {}
+        step = await b.housekeep("q", worker_id="hk", duty_ms=5000)
+        assert step.held and step.trimmed == 1
+        op = FinishOp(OpKind.ACK, held.id, lease.token, b"1")
+        # Then each applies (every script's first write frees memory, or writes nothing new)
+        assert await b.finish({"q": [op]}) == {"q": [Applied.COMPLETED]}
+    finally:
+        admin.close()
+        await b.redis.aclose()
+        srv.close()
+
+
+def _refused(admin: redis.Redis) -> str:
+    """Fill Redis until a write is refused; the refusal's message."""
+    for n in range(100_000):
+        try:
+            admin.set(f"filler:{n}", "x" * 10_000)
+        except ResponseError as exc:
+            return str(exc)
+    raise AssertionError("Redis never reached maxmemory")
