@@ -300,7 +300,13 @@ async def test_a_lost_lease_stops_exactly_that_run() -> None:
 def test_held_leases_leave_out_lost_runs() -> None:
     a, b = Run(job("a", "1")), Run(job("b", "2", queue="other"))
     b.stopped = "lost"
-    assert held_leases([a, b]) == {"q": [Lease("a", "1")]}
+    assert held_leases([a, b]) == ({"q": [Lease("a", "1")]}, [])
+
+
+def test_a_newer_run_of_the_same_job_supersedes_the_older() -> None:
+    old, new, other = Run(job("x", "9")), Run(job("x", "10")), Run(job("y", "3"))
+    leases, superseded = held_leases([new, other, old])
+    assert leases == {"q": [Lease("x", "10"), Lease("y", "3")]} and superseded == [old]
 
 
 # -- settling -----------------------------------------------------------------------------------
@@ -346,11 +352,20 @@ def test_housekeeping_schedule() -> None:
     assert next_step_in(HousekeepResult("q", held=True, now_ms=1000), 5.0) == 5.0
     assert next_step_in(HousekeepResult("q", held=True, more=True), 5.0) == MORE_SECONDS
     assert next_step_in(HousekeepResult("q", held=False), 5.0) == 5.0
+    assert next_step_in(HousekeepResult("q", held=False), 5.0, 0.5) == 0.5
 
 
 async def test_housekeeping_runs_for_every_queue_regardless_of_slots() -> None:
     broker = FakeBroker()
-    keeper = Housekeeper(broker, ("a", "b"), "w1", 5.0, WorkerStats())  # type: ignore[arg-type]
+    keeper = Housekeeper(
+        broker,  # type: ignore[arg-type]
+        ("a", "b"),
+        "w1",
+        housekeep_seconds=5.0,
+        lease_seconds=30.0,
+        stats=WorkerStats(),
+    )
+    assert keeper.interval == 5.0 and keeper.duty_ms == 15_000 and keeper.retry == 3.75
     task = asyncio.create_task(keeper.loop())
     await asyncio.sleep(0.2)
     task.cancel()

@@ -9,10 +9,12 @@ by a higher queue still recovers a lower queue's dead leases and promotes its du
 
 Schedule: after a step the loop sleeps until ``min(next_ms - now_ms, interval)``: the
 earliest lease expiry or due time the step reported, but at least every ``interval``
-(``housekeep_seconds``: the consistency check and retention move on even when nothing falls
-due). When the step hit a bound (``more``) it goes again almost at once; a process that does
-not hold the duty asks again every ``interval`` (it takes over within ``duty_ms`` after the
-holder stops).
+(``min(housekeep_seconds, lease / 2)``: the consistency check and retention move on even
+when nothing falls due, and the duty is renewed). When the step hit a bound (``more``) it
+goes again almost at once. The duty is held for ``duty = min(3 * interval, lease)`` (at least
+1 s), so the holder renews it at least twice per duty, and when the holder dies another
+process takes over no later than the holder's own leases expire: a process that does not
+hold the duty asks again every ``duty / 4``.
 """
 
 from __future__ import annotations
@@ -37,14 +39,15 @@ __all__ = ["Housekeeper", "log_dropped", "log_recovered", "next_step_in"]
 
 #: pause after a step that hit a bound (more work is waiting)
 MORE_SECONDS = 0.05
-#: the duty is held this many intervals: the holder renews it with every step
+#: the duty is held this many intervals (at most one lease): the holder renews it every step
 DUTY_INTERVALS = 3
 
 
-def next_step_in(result: HousekeepResult, interval: float) -> float:
-    """Seconds until the next step of a queue's housekeeping (see the module docstring)."""
+def next_step_in(result: HousekeepResult, interval: float, retry: float | None = None) -> float:
+    """Seconds until the next step of a queue's housekeeping (see the module docstring);
+    ``retry``: the pause of a process that does not hold the duty (default ``interval``)."""
     if not result.held:
-        return interval
+        return interval if retry is None else retry
     if result.more:
         return MORE_SECONDS
     if result.next_ms is None:
@@ -83,14 +86,18 @@ class Housekeeper:
         broker: BrokerAPI,
         queues: tuple[str, ...],
         worker_id: str,
-        interval: float,
+        *,
+        housekeep_seconds: float,
+        lease_seconds: float,
         stats: WorkerStats,
     ) -> None:
         self.broker = broker
         self.queues = queues
         self.worker_id = worker_id
-        self.interval = interval
-        self.duty_ms = max(1000, int(DUTY_INTERVALS * interval * 1000))
+        self.interval = min(housekeep_seconds, lease_seconds / 2)
+        duty = max(1.0, min(DUTY_INTERVALS * self.interval, lease_seconds))
+        self.duty_ms = int(duty * 1000)
+        self.retry = duty / 4
         self.stats = stats
 
     async def loop(self) -> None:
@@ -109,7 +116,7 @@ class Housekeeper:
                 backoff = min(backoff * 2, self.interval)
                 continue
             backoff = 0.5
-            await asyncio.sleep(next_step_in(result, self.interval))
+            await asyncio.sleep(next_step_in(result, self.interval, self.retry))
 
     async def step(self, queue: str) -> HousekeepResult:
         """One bounded step on one queue, its findings logged."""

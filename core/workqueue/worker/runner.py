@@ -17,6 +17,7 @@ recycling, process isolation, the housekeeping schedule).
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING, cast
 
 from loguru import logger
 
@@ -39,6 +40,9 @@ from workqueue.worker.metrics import RunTimeHistogram, collect, render_prometheu
 from workqueue.worker.runs import Run
 from workqueue.worker.settling import Settler
 from workqueue.worker.stats import WorkerStats
+
+if TYPE_CHECKING:
+    from workqueue.broker.contract import BrokerAPI
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -106,10 +110,13 @@ class Worker:
             ",".join(self.registry.names()) or "-",
         )
         await self._serve_metrics()
+        # The Broker is the BrokerAPI; the cast stands until its read model (``figures``,
+        # engine-reads) is mixed in and mypy sees the whole protocol.
+        broker = cast("BrokerAPI", self.broker)
         log = JobLog()
         observers = Observers(self.pm, settings.worker_id, log)
         settler = Settler(
-            self.broker,
+            broker,
             self.stats,
             self.histogram,
             log,
@@ -119,16 +126,14 @@ class Worker:
         executor = self.executor = Executor(
             settings, self.registry, log, observers, settler.add, self._on_hung
         )
-        fetcher = Fetcher(self.broker, settings, log, self.stats, executor.start)
+        fetcher = Fetcher(broker, settings, log, self.stats, executor.start)
 
         def held() -> list[Run]:
             return [*executor.running(), *settler.held()]
 
-        keeper = LeaseKeeper(
-            self.broker, settings.lease_seconds, held, executor.stop_run, self.stats
-        )
+        keeper = LeaseKeeper(broker, settings.lease_seconds, held, executor.stop_run, self.stats)
         heartbeat = Heartbeat(
-            self.broker,
+            broker,
             worker_id=settings.worker_id,
             queues=settings.queues,
             types=self.registry.names(),
@@ -144,11 +149,12 @@ class Worker:
         ]
         if settings.housekeep_seconds > 0:
             housekeeper = Housekeeper(
-                self.broker,
+                broker,
                 settings.queues,
                 settings.worker_id,
-                settings.housekeep_seconds,
-                self.stats,
+                housekeep_seconds=settings.housekeep_seconds,
+                lease_seconds=settings.lease_seconds,
+                stats=self.stats,
             )
             helpers.append(asyncio.create_task(housekeeper.loop(), name="wq-housekeeper"))
         try:
