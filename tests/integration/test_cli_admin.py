@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -214,6 +215,46 @@ def test_list_filters_by_queue_and_limit(key_prefix: str) -> None:
     everything = json.loads(ok(key_prefix, "jobs", "list", "-s", "queued", "--json"))
     assert {j["id"] for j in everything} == {first, second, other}
     assert json.loads(ok(key_prefix, "jobs", "list", "--json")) == []  # default: failed
+
+
+async def test_retry_logs_a_requeued_event_per_job(
+    key_prefix: str, broker: Broker, tmp_path: Path
+) -> None:
+    """``jobs retry`` writes one ``requeued`` line per job to the event log: job id, type and
+    queue, never a payload value; stdout and stderr stay the command's own."""
+    secret = "payload-secret-4711"
+    ids = [enqueue(key_prefix, "test_echo", json.dumps({"s": secret})) for _ in range(3)]
+    other = enqueue(key_prefix, "test_echo", "{}", "--queue", "other")
+    k = broker.keys("default")
+    # Fail them as finish.lua would leave them (no worker needed for a failed record).
+    for job_id, queue in [(i, "default") for i in ids] + [(other, "other")]:
+        q = broker.keys(queue)
+        await broker.redis.lrem(q.queued, 0, job_id)
+        await broker.redis.hset(q.job(job_id), mapping={"status": "failed", "finished_at": 1})
+        await broker.redis.zadd(q.failed, {job_id: 1})
+    log = tmp_path / "events.txt"
+    done = wq(key_prefix, "jobs", "retry", ids[0], "--log-file", str(log))
+    assert done.returncode == 0 and done.stderr == "" and "requeued 1 job" in done.stdout
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1
+    assert (
+        f"| job={ids[0]} | type=test_echo |" in lines[0]
+        and "| requeued | queue=default" in lines[0]
+    )
+    assert "| INFO | cli |" in lines[0]
+
+    json_log = tmp_path / "events.jsonl"
+    out = ok(key_prefix, "jobs", "retry", "--all-failed", "--log-file", str(json_log), "--log-json")
+    assert "requeued 3 jobs" in out
+    events = [json.loads(line) for line in json_log.read_text().splitlines()]
+    assert sorted((e["job_id"], e["queue"]) for e in events) == sorted(
+        [(ids[1], "default"), (ids[2], "default"), (other, "other")]
+    )
+    assert {(e["event"], e["type"], e["role"]) for e in events} == {
+        ("requeued", "test_echo", "cli")
+    }
+    assert secret not in log.read_text() + json_log.read_text()
+    assert await broker.redis.llen(k.queued) == 3
 
 
 def test_retry_needs_ids_or_all_failed(key_prefix: str) -> None:

@@ -34,9 +34,10 @@ from workqueue.broker.contract import (
     WorkerAdvert,
 )
 from workqueue.broker.keys import DEFAULT_PREFIX, GlobalKeys, QueueKeys
+from workqueue.broker.reads import ReadModel
 from workqueue.broker.scripts import Scripts
-from workqueue.errors import ConfigurationError, JobNotFound, QueueLimitError
-from workqueue.job import JobInfo, NewJob, ReservedJob, ms_to_datetime
+from workqueue.errors import ConfigurationError, QueueLimitError
+from workqueue.job import NewJob, ReservedJob
 
 __all__ = [
     "ENQUEUE_CHUNK",
@@ -75,21 +76,6 @@ class BrokerConfig:
 
 _OPS_ENCODER = msgspec.msgpack.Encoder()
 _ADVERT_ENCODER = msgspec.json.Encoder()
-
-
-class _LooseAdvert(msgspec.Struct):
-    """An advert as read: every field optional (older or hand-written adverts still count)."""
-
-    id: str = ""
-    host: str = ""
-    pid: int = 0
-    queues: list[str] = msgspec.field(default_factory=list)
-    types: list[str] = msgspec.field(default_factory=list)
-    concurrency: int = 0
-    started_at: float = 0.0
-
-
-_ADVERT_DECODER = msgspec.json.Decoder(_LooseAdvert)
 _STATUS = {b"queued": "queued", b"scheduled": "scheduled"}
 _APPLIED = {a.value.encode(): a for a in Applied}
 _SETTING_FIELDS = ("completed_ttl_ms", "failed_ttl_ms", "max_lost_leases")
@@ -119,7 +105,7 @@ def _dropped(queue: str, raw: list[Any], pos: int, n: int) -> list[Dropped]:
     ]
 
 
-class Broker:
+class Broker(ReadModel):
     """Job operations against one Redis for any number of queues (the ``BrokerAPI``)."""
 
     def __init__(
@@ -581,11 +567,6 @@ class Broker:
             await self.redis.hset(k.settings, mapping=mapping)  # type: ignore[arg-type]
         return (await self.queue_settings([queue]))[queue]
 
-    async def known_queues(self) -> list[str]:
-        """Every queue that has been enqueued to or configured."""
-        members = await self.redis.smembers(self.globals.queues)
-        return sorted(_s(m) for m in members)
-
     async def heartbeat(self, advert: WorkerAdvert, ttl_s: int) -> None:
         """Advertise a live worker for ``ttl_s`` and forget workers silent for longer.
 
@@ -606,40 +587,7 @@ class Broker:
             pipe.zrem(self.globals.workers, worker_id)
             await pipe.execute()
 
-    async def workers(self) -> list[WorkerAdvert]:
-        """The live workers' adverts (two round trips), with their last heartbeat."""
-        entries: list[Any] = await self.redis.zrange(self.globals.workers, 0, -1, withscores=True)
-        if not entries:
-            return []
-        ids = [_s(member) for member, _ in entries]
-        raw = await self.redis.mget([self.globals.worker(i) for i in ids])
-        adverts: list[WorkerAdvert] = []
-        for worker_id, (_, score), blob in zip(ids, entries, raw, strict=True):
-            if not blob:
-                continue
-            try:
-                loose = _ADVERT_DECODER.decode(blob)
-            except msgspec.DecodeError:  # ValidationError is one too
-                continue
-            fields = msgspec.structs.asdict(loose)
-            fields["id"] = fields["id"] or worker_id
-            adverts.append(WorkerAdvert(**fields, last_seen_ms=int(score)))
-        return adverts
-
-    # -- reading and operating --------------------------------------------------------------
-
-    async def get_job(self, job_id: str, queue: str | None = None) -> JobInfo:
-        """The job with this id (searching every known queue unless ``queue`` is given)."""
-        queues = [queue] if queue else await self.known_queues()
-        if queues:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for q in queues:
-                    pipe.hgetall(self.keys(q).job(job_id))
-                replies = await pipe.execute()
-            for q, record in zip(queues, replies, strict=True):
-                if record:
-                    return job_info(job_id, q, record)
-        raise JobNotFound(job_id)
+    # -- operating (the reads are in ReadModel, workqueue/broker/reads.py) -----------------
 
     async def requeue_failed(self, queue: str, job_ids: Sequence[str]) -> list[str]:
         """Send failed jobs back to their queue; returns the ids that were requeued."""
@@ -651,47 +599,6 @@ class Broker:
             args=[NOTIFY_CAP, *job_ids],
         )
         return [_s(x) for x in raw]
-
-    async def purge_finished(
-        self, queue: str, status: str, *, batch: int = 500, cutoff_ms: int | None = None
-    ) -> tuple[int, int, int]:
-        """Delete up to ``batch`` finished records of ``status`` (``completed``/``failed``)
-        finished before ``cutoff_ms`` (default: now), with their ledger entries and
-        idempotency keys. Returns ``(cutoff_ms, entries examined, records deleted)``."""
-        k = self.keys(queue)
-        index = k.completed if status == "completed" else k.failed
-        raw = await self.scripts.purge(
-            keys=[index, k.ledger],
-            args=[
-                k.job_prefix,
-                k.idem_prefix,
-                status,
-                batch,
-                "" if cutoff_ms is None else cutoff_ms,
-            ],
-        )
-        return int(raw[0]), int(raw[1]), int(raw[2])
-
-    async def queue_stats(self, queue: str) -> dict[str, int]:
-        """Counters and index sizes of one queue (one round trip)."""
-        k = self.keys(queue)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(k.stats)
-            pipe.llen(k.queued)
-            pipe.zcard(k.active)
-            pipe.zcard(k.scheduled)
-            pipe.zcard(k.retry)
-            pipe.zcard(k.failed)
-            counters, queued, active, scheduled, retrying, failed = await pipe.execute()
-        stats = {_s(key): int(value) for key, value in counters.items()}
-        stats.update(
-            queued=int(queued),
-            active=int(active),
-            scheduled=int(scheduled),
-            retrying=int(retrying),
-            failed_kept=int(failed),
-        )
-        return stats
 
 
 def _reserved_job_leniently(queue: str, fields: list[Any]) -> ReservedJob:
@@ -724,40 +631,3 @@ def _float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
-
-
-def job_info(job_id: str, queue: str, record: dict[bytes, bytes]) -> JobInfo:
-    """Build a :class:`JobInfo` from a job hash."""
-    f = {_s(k): v for k, v in record.items()}
-
-    def ms(name: str) -> int | None:
-        value = f.get(name)
-        try:
-            return int(value) if value not in (None, b"") else None
-        except ValueError:  # a tampered or corrupt record: show no time rather than fail
-            return None
-
-    result: Any = None
-    raw_result = f.get("result")
-    if raw_result:
-        try:
-            result = msgspec.json.decode(raw_result)
-        except msgspec.DecodeError:
-            result = None
-    error = f.get("error")
-    return JobInfo(
-        id=job_id,
-        type=_s(f.get("type", b"")),
-        queue=queue,
-        status=_s(f.get("status", b"")),
-        attempts=_int(f.get("attempts")),
-        retries=_int(f.get("retries")),
-        enqueued_at=ms_to_datetime(ms("enqueued_at")),
-        started_at=ms_to_datetime(ms("started_at")),
-        finished_at=ms_to_datetime(ms("finished_at")),
-        result=result,
-        error=_s(error) if error else None,
-        failures=_int(f.get("failures")),
-        lost_leases=_int(f.get("lost")),
-        run_at=ms_to_datetime(ms("run_at")),
-    )

@@ -25,8 +25,10 @@ __all__ = [
     "EnqueueResult",
     "FinishOp",
     "HousekeepResult",
+    "JobLocation",
     "Lease",
     "OpKind",
+    "PurgeStep",
     "QueueFigures",
     "QueueSettings",
     "Recovered",
@@ -294,7 +296,7 @@ class BrokerAPI(Protocol):
         """The live workers' adverts."""
         ...
 
-    # -- operating and reading ------------------------------------------------------------
+    # -- operating and reading (the read model: workqueue.broker.reads.ReadModel) ---------
 
     async def requeue_failed(self, queue: str, job_ids: Sequence[str]) -> list[str]:
         """Send failed jobs back to their queue; returns the ids requeued."""
@@ -305,6 +307,46 @@ class BrokerAPI(Protocol):
         trips; ``/metrics``, ``workqueue stats`` and ``queues list`` all read this."""
         ...
 
+    async def queue_figures(self, queues: Sequence[str]) -> SystemFigures:
+        """The figures of these queues only, in the order given (known or not)."""
+        ...
+
+    async def advertised_types(self) -> set[str]:
+        """The job types the live workers advertise (read from :meth:`workers`)."""
+        ...
+
+    async def list_jobs(
+        self, status: str, queue: str | None = None, limit: int = 50
+    ) -> list[JobInfo]:
+        """Up to ``limit`` jobs in ``status`` (one queue, or every known queue): queued jobs
+        oldest first, the other statuses newest first by their index score."""
+        ...
+
+    async def locate_jobs(
+        self, job_ids: Sequence[str], queue: str | None = None
+    ) -> list[JobLocation]:
+        """Where these jobs are (one queue, or every known queue), in the order asked;
+        unknown ids are left out."""
+        ...
+
+    async def finished_ids(
+        self, queue: str, status: str, *, until_ms: int, offset: int = 0, count: int = 500
+    ) -> list[str]:
+        """Ids in a finished index (``completed`` or ``failed``) that finished at or before
+        ``until_ms``, oldest first, from position ``offset``."""
+        ...
+
+    async def purge_finished(
+        self, queue: str, status: str, *, batch: int = 500, cutoff_ms: int | None = None
+    ) -> PurgeStep:
+        """Delete up to ``batch`` finished records of one status (one atomic script call);
+        ``cutoff_ms`` None: jobs finishing after this call's Redis time are left alone."""
+        ...
+
+    async def server_time_ms(self) -> int:
+        """Redis's clock, ms (the clock every job time is stamped with)."""
+        ...
+
     async def ping(self) -> None:
         """Raise unless Redis answers (the producer's readiness check)."""
         ...
@@ -312,3 +354,26 @@ class BrokerAPI(Protocol):
     async def aclose(self) -> None:
         """Close the connections."""
         ...
+
+
+# -- results of the operating and reading section ------------------------------------------
+
+
+class JobLocation(msgspec.Struct, frozen=True):
+    """Where one job is: its queue, its status and its type, as its record says."""
+
+    job_id: str
+    queue: str
+    status: str
+    type: str = ""
+
+
+class PurgeStep(msgspec.Struct, frozen=True):
+    """One batch of a purge."""
+
+    #: the cutoff this batch used (ms, Redis clock): pass it to the next batch
+    cutoff_ms: int
+    #: index entries looked at (fewer than the batch size: the index is done)
+    examined: int
+    #: records deleted
+    deleted: int

@@ -7,6 +7,7 @@ import click
 from workqueue import __version__
 from workqueue.cli.admin import enqueue_command, jobs_group, plugins_command, stats_command
 from workqueue.cli.producer import producer_command
+from workqueue.cli.queues import queues_group
 from workqueue.cli.up import up_command
 from workqueue.cli.worker import worker_command
 
@@ -22,6 +23,7 @@ def cli() -> None:
 cli.add_command(worker_command)
 cli.add_command(stats_command)
 cli.add_command(jobs_group)
+cli.add_command(queues_group)
 cli.add_command(enqueue_command)
 cli.add_command(plugins_command)
 cli.add_command(producer_command)

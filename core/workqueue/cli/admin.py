@@ -21,7 +21,7 @@ from rich.table import Table
 
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import setup_problem
-from workqueue.cli.options import broker_options, redis_url_option
+from workqueue.cli.options import broker_options, log_options, redis_url_option
 from workqueue.errors import WorkQueueError
 from workqueue.log import redact_url
 
@@ -53,7 +53,7 @@ def _run(
         try:
             return await action(broker)
         finally:
-            await broker.redis.aclose()
+            await broker.aclose()
 
     try:
         return asyncio.run(main())
@@ -252,18 +252,27 @@ def list_command(
 @queue_option
 @redis_url_option
 @broker_options
+@log_options
 def retry_command(
     job_ids: tuple[str, ...],
     all_failed: bool,
     queue: str | None,
     redis_url: str,
     broker_config: BrokerConfig,
+    log_file: str,
+    log_json: bool,
+    log_level: str,
 ) -> None:
-    """Send failed jobs back to their queue: the given IDs, or --all-failed."""
+    """Send failed jobs back to their queue: the given IDs, or --all-failed.
+
+    Each job requeued gets a ``requeued`` event line in the event log (the log file only, so
+    stdout and stderr stay the command's own; ``--log-file ''`` writes the lines to stderr).
+    """
     from workqueue.admin import retry_job_ids, retry_jobs
 
     if bool(job_ids) == all_failed:
         raise click.UsageError("give job IDs or --all-failed (one of the two)")
+    _event_log(log_file, log_json, log_level)
     if all_failed:
         with _progress("requeueing failed jobs") as advance:
 
@@ -317,6 +326,22 @@ def purge_command(
 
         count = _run(redis_url, broker_config, action)
     click.echo(f"removed {count} {status} job{'s' if count != 1 else ''}")
+
+
+def _event_log(log_file: str, log_json: bool, log_level: str) -> None:
+    """Send this command's event lines to the log file (stderr when there is none)."""
+    import atexit
+
+    from workqueue.log import configure_logging, shutdown_logging
+
+    configure_logging(
+        role="cli",
+        log_file=log_file or None,
+        json_lines=log_json,
+        level=log_level,
+        stderr=not log_file,
+    )
+    atexit.register(shutdown_logging)  # the lines are written before the process exits
 
 
 @contextlib.contextmanager

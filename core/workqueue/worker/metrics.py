@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
-from workqueue.broker.broker import Broker
+from workqueue.broker.contract import BrokerAPI, QueueFigures, SystemFigures
 
 if TYPE_CHECKING:
     from workqueue.worker.runner import Worker
@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 __all__ = [
     "RunTimeHistogram",
     "collect",
-    "queue_figures",
+    "queue_row",
     "render_prometheus",
+    "summarize",
     "system_figures",
     "wants_prometheus",
 ]
@@ -54,51 +55,6 @@ class RunTimeHistogram:
         return rows
 
 
-async def queue_figures(broker: Broker, queues: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per-queue counters and index sizes, plus the oldest waiting job's age (2 round trips)."""
-    if not queues:
-        return {}
-    async with broker.redis.pipeline(transaction=False) as pipe:
-        for q in queues:
-            k = broker.keys(q)
-            pipe.hgetall(k.stats)
-            pipe.llen(k.queued)
-            pipe.zcard(k.active)
-            pipe.zcard(k.scheduled)
-            pipe.zcard(k.retry)
-            pipe.zcard(k.failed)
-            pipe.lindex(k.queued, 0)
-        pipe.time()
-        replies = await pipe.execute()
-    now_s, now_us = replies[-1]
-    now_ms = int(now_s) * 1000 + int(now_us) // 1000
-    figures: dict[str, dict[str, Any]] = {}
-    heads: list[tuple[str, bytes]] = []
-    for i, q in enumerate(queues):
-        stats, queued, active, scheduled, retrying, failed_kept, head = replies[i * 7 : i * 7 + 7]
-        counters = {k.decode(): int(v) for k, v in stats.items()}
-        figures[q] = {
-            "counters": counters,
-            "queued": int(queued),
-            "running": int(active),
-            "scheduled": int(scheduled),
-            "retrying": int(retrying),
-            "failed_kept": int(failed_kept),
-            "oldest_waiting_seconds": 0.0,
-        }
-        if head:
-            heads.append((q, head))
-    if heads:
-        async with broker.redis.pipeline(transaction=False) as pipe:
-            for q, head in heads:
-                pipe.hget(broker.keys(q).job(head.decode()), "enqueued_at")
-            enqueued = await pipe.execute()
-        for (q, _), at in zip(heads, enqueued, strict=True):
-            if at:
-                figures[q]["oldest_waiting_seconds"] = max(0.0, (now_ms - int(at)) / 1000)
-    return figures
-
-
 async def collect(worker: Worker) -> dict[str, Any]:
     """The JSON body of ``GET /metrics``: the system figures plus this process's own."""
     figures = await system_figures(worker.broker, worker.settings.queues)
@@ -122,15 +78,19 @@ async def collect(worker: Worker) -> dict[str, Any]:
     return {**figures, "worker": process}
 
 
-async def system_figures(broker: Broker, extra_queues: Sequence[str] = ()) -> dict[str, Any]:
-    """System-wide totals, per-queue rows and per-type counters, from Redis alone.
+async def system_figures(broker: BrokerAPI, extra_queues: Sequence[str] = ()) -> dict[str, Any]:
+    """System-wide totals, per-queue rows and per-type counters, from the read model.
 
     Covers every known queue plus ``extra_queues``; ``/metrics`` and ``workqueue stats`` both
-    answer with these figures.
+    answer with these figures (see :func:`summarize`).
     """
-    queues = sorted(set(await broker.known_queues()) | set(extra_queues))
-    per_queue = await queue_figures(broker, queues)
-    totals = {
+    return summarize(await broker.figures(extra_queues))
+
+
+def summarize(figures: SystemFigures) -> dict[str, Any]:
+    """The one mapping from the read model to the figures ``/metrics`` and ``stats`` show:
+    the seed's totals first, then ``queues`` (a row per queue) and ``types`` (per job type)."""
+    totals: dict[str, Any] = {
         "total_jobs_in_queue": 0,
         "jobs_done": 0,
         "jobs_failed": 0,
@@ -145,36 +105,53 @@ async def system_figures(broker: Broker, extra_queues: Sequence[str] = ()) -> di
     }
     types: dict[str, dict[str, int]] = {}
     queues_out: dict[str, dict[str, Any]] = {}
-    for q, fig in per_queue.items():
-        c = fig["counters"]
-        row = {
-            "jobs_in_queue": fig["queued"],
-            "jobs_done": c.get("done", 0),
-            "jobs_failed": c.get("failed", 0),
-            "running": fig["running"],
-            "scheduled": fig["scheduled"],
-            "retrying": fig["retrying"],
-            "failed_attempts": c.get("failed_attempts", 0),
-            "retried": c.get("retried", 0),
-            "lost_leases": c.get("lost_leases", 0),
-            "enqueued": c.get("enqueued", 0),
-            "oldest_waiting_seconds": round(fig["oldest_waiting_seconds"], 3),
-        }
-        queues_out[q] = row
+    for fig in figures.queues:
+        row = queue_row(fig)
+        queues_out[fig.queue] = row
         totals["total_jobs_in_queue"] += row["jobs_in_queue"]
-        for name in ("jobs_done", "jobs_failed", "running", "scheduled", "retrying"):
-            totals[name] += row[name]
-        for name in ("failed_attempts", "retried", "lost_leases", "enqueued"):
+        for name in _SUMMED:
             totals[name] += row[name]
         totals["oldest_waiting_seconds"] = max(
             totals["oldest_waiting_seconds"], row["oldest_waiting_seconds"]
         )
-        for key, value in c.items():
+        for key, value in fig.counters.items():
             counter, sep, job_type = key.partition("|")
             if sep:
                 entry = types.setdefault(job_type, {"done": 0, "failed": 0, "failed_attempts": 0})
                 entry[counter] = entry.get(counter, 0) + value
     return {**totals, "queues": queues_out, "types": types}
+
+
+#: the row fields summed into the totals of the same name
+_SUMMED = (
+    "jobs_done",
+    "jobs_failed",
+    "running",
+    "scheduled",
+    "retrying",
+    "failed_attempts",
+    "retried",
+    "lost_leases",
+    "enqueued",
+)
+
+
+def queue_row(fig: QueueFigures) -> dict[str, Any]:
+    """One queue's row of the figures (``/metrics``'s ``queues`` entry)."""
+    c = fig.counters
+    return {
+        "jobs_in_queue": fig.queued,
+        "jobs_done": c.get("done", 0),
+        "jobs_failed": c.get("failed", 0),
+        "running": fig.running,
+        "scheduled": fig.scheduled,
+        "retrying": fig.retrying,
+        "failed_attempts": c.get("failed_attempts", 0),
+        "retried": c.get("retried", 0),
+        "lost_leases": c.get("lost_leases", 0),
+        "enqueued": c.get("enqueued", 0),
+        "oldest_waiting_seconds": round(fig.oldest_waiting_seconds, 3),
+    }
 
 
 def wants_prometheus(accept: str) -> bool:
