@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -111,9 +111,7 @@ class Worker:
             ",".join(self.registry.names()) or "-",
         )
         await self._serve_metrics()
-        # The Broker is the BrokerAPI; the cast stands until its read model (``figures``,
-        # engine-reads) is mixed in and mypy sees the whole protocol.
-        broker = cast("BrokerAPI", self.broker)
+        broker: BrokerAPI = self.broker
         log = JobLog()
         observers = Observers(self.pm, settings.worker_id, log)
         settler = Settler(
