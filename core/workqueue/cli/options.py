@@ -43,7 +43,7 @@ def redis_url_option(f: F) -> F:
 
 
 def broker_options(f: F) -> F:
-    """The key prefix, retention and lost-lease options, handed to the command as one
+    """The key prefix, retention, lost-lease and queue-count options, handed to the command as one
     ``broker_config: BrokerConfig`` argument."""
 
     @functools.wraps(f)
@@ -53,6 +53,7 @@ def broker_options(f: F) -> F:
         completed_ttl: float,
         failed_ttl: float,
         max_lost_leases: int,
+        max_queues: int,
         **kwargs: Any,
     ) -> Any:
         config = BrokerConfig(
@@ -60,6 +61,7 @@ def broker_options(f: F) -> F:
             completed_ttl_s=completed_ttl,
             failed_ttl_s=failed_ttl,
             max_lost_leases=max_lost_leases,
+            max_queues=max_queues,
         )
         return f(*args, broker_config=config, **kwargs)
 
@@ -99,6 +101,14 @@ def broker_options(f: F) -> F:
                 show_default=True,
                 help="A job whose lease is lost this many times (its worker died) fails for good; "
                 "only the default for queues not configured with `workqueue queues set`.",
+            ),
+            click.option(
+                "--max-queues",
+                envvar="WORKQUEUE_MAX_QUEUES",
+                type=click.IntRange(min=1),
+                default=1000,
+                show_default=True,
+                help="Distinct queue names accepted; an enqueue to one more is refused.",
             ),
         ]
     ):
