@@ -31,14 +31,19 @@ from workqueue.registry import Registry, build_registry
 
 PLUGIN_PACKAGES = Path(__file__).parents[1] / "plugin_packages"
 GOOD_TYPES = [
+    "test_attempt_sleep",
     "test_block_loop",
     "test_blocking",
     "test_echo",
     "test_fail",
+    "test_hang",
+    "test_isolated_add",
+    "test_isolated_fail",
     "test_kill_self",
     "test_permanent",
     "test_record",
     "test_sleep",
+    "test_spin",
     "test_sync_add",
 ]
 
