@@ -355,6 +355,15 @@ def test_housekeeping_schedule() -> None:
     assert next_step_in(HousekeepResult("q", held=False), 5.0, 0.5) == 0.5
     # nothing waiting at all: the longer idle pause (no lease can expire sooner)
     assert next_step_in(HousekeepResult("q", held=True, now_ms=1000), 5.0, 1.0, 7.5) == 7.5
+    # a quiet step with a far deadline (kept records trimmed tomorrow): the idle pause too...
+    far = HousekeepResult("q", held=True, now_ms=1000, next_ms=86_400_000)
+    assert next_step_in(far, 5.0, 1.0, 7.5) == 7.5
+    # ...but never past the earliest deadline it saw
+    near = HousekeepResult("q", held=True, now_ms=1000, next_ms=3_000)
+    assert next_step_in(near, 5.0, 1.0, 7.5) == pytest.approx(2.0)
+    # a step that did something keeps the interval
+    busy = HousekeepResult("q", held=True, now_ms=1000, next_ms=86_400_000, trimmed=3)
+    assert next_step_in(busy, 5.0, 1.0, 7.5) == 5.0
 
 
 async def test_housekeeping_runs_for_every_queue_regardless_of_slots() -> None:

@@ -14,11 +14,12 @@ when nothing falls due, and the duty is renewed). When the step hit a bound (``m
 goes again almost at once. The duty is held for ``duty = min(3 * interval, lease)`` (at least
 1 s), so the holder renews it at least twice per duty, and when the holder dies another
 process takes over no later than the holder's own leases expire: a process that does not
-hold the duty asks again every ``duty / 4``. A step that found nothing waiting at all (no
-lease, no scheduled or retrying job, no finished record to trim: ``next_ms`` is None) is
-followed by a longer pause, ``0.9 * duty`` (the holder still renews the duty in time): a
-lease taken after that step expires a whole lease later, after the next step, so an idle
-queue costs fewer steps without delaying any recovery.
+hold the duty asks again every ``duty / 4``. A quiet step (it recovered, promoted, trimmed,
+dropped and repaired nothing) is followed by a longer pause, ``min(next_ms - now_ms,
+0.9 * duty)`` (the holder still renews the duty in time): a lease taken after that step
+expires a whole lease later, after the next step, and the earliest deadline the step saw
+still wakes it, so an idle queue (with or without kept finished records) costs fewer steps
+without delaying any recovery. The consistency check then moves on one step per pause.
 """
 
 from __future__ import annotations
@@ -55,14 +56,18 @@ def next_step_in(
 ) -> float:
     """Seconds until the next step of a queue's housekeeping (see the module docstring);
     ``retry``: the pause of a process that does not hold the duty (default ``interval``);
-    ``idle``: the pause after a step that found nothing waiting at all (default ``interval``)."""
+    ``idle``: the longest pause after a quiet step (default ``interval``)."""
     if not result.held:
         return interval if retry is None else retry
     if result.more:
         return MORE_SECONDS
+    quiet = not (
+        result.recovered or result.dropped or result.promoted or result.trimmed or result.repaired
+    )
+    cap = max(interval, idle) if quiet and idle is not None else interval
     if result.next_ms is None:
-        return interval if idle is None else max(interval, idle)
-    return min(interval, max(0.0, (result.next_ms - result.now_ms) / 1000))
+        return cap
+    return min(cap, max(0.0, (result.next_ms - result.now_ms) / 1000))
 
 
 def log_recovered(rec: Recovered, stats: WorkerStats) -> None:
