@@ -294,6 +294,7 @@ class Broker:
             k.reserve_record(worker_id),
             k.settings,
             k.ledger,
+            k.leases,
         ]
         args: list[Any] = [
             k.job_prefix,
@@ -381,7 +382,7 @@ class Broker:
         self, queue: str, leases: Sequence[Lease], lease_ms: int, pipe: Any
     ) -> Any:
         k = self.keys(queue)
-        keys = [k.active]
+        keys = [k.active, k.leases]
         args: list[Any] = [lease_ms]
         for lease in leases:
             keys.append(k.job(lease.job_id))
@@ -412,6 +413,7 @@ class Broker:
             k.notify,
             k.settings,
             k.ledger,
+            k.leases,
         ]
         keys += [k.job(op.job_id) for op in ops]
         args: list[Any] = [
@@ -471,6 +473,7 @@ class Broker:
             k.settings,
             k.ledger,
             k.hk_cursor,
+            k.leases,
         ]
         args: list[Any] = [
             k.job_prefix,
