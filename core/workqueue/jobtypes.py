@@ -7,7 +7,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -21,7 +21,9 @@ __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
     "NAME_PATTERN",
     "Backoff",
+    "CancelFlag",
     "Handler",
+    "Isolation",
     "JobContext",
     "JobType",
 ]
@@ -36,6 +38,11 @@ DEFAULT_TIMEOUT_SECONDS = 300.0
 #: A handler takes the (validated) payload and the job's context; it may be ``async def`` or a
 #: plain ``def`` (run in a thread pool). Its JSON-able return value becomes the job's result.
 Handler = Callable[[Any, "JobContext"], Awaitable[Any] | Any]
+
+#: Where a handler runs: ``"none"`` in the worker process (``async def`` in its event loop, a
+#: plain ``def`` in its thread pool); ``"process"`` in a child process of its own, killed at the
+#: attempt's timeout or when the attempt is cancelled (for CPU-bound or untrusted code).
+Isolation = Literal["none", "process"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,12 @@ class JobType:
     ``payload_schema`` may be a msgspec ``Struct``, a dataclass or a ``TypedDict``: payloads are
     validated against it at enqueue time and the handler receives the typed object. ``retries``
     and ``timeout`` are the defaults for tasks that do not set their own.
+
+    ``isolation="process"`` runs each attempt in a child process that is killed at the
+    attempt's timeout or when the attempt is cancelled (lease lost, graceful stop): for
+    CPU-bound or untrusted code. The handler, payload and result must then be picklable (a
+    module-level function, as plugin handlers are); ``ctx.logger`` writes to the worker's
+    stderr, and each attempt pays a Python start-up (about 0.1-0.3 s).
     """
 
     name: str
@@ -91,6 +104,7 @@ class JobType:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     backoff: Backoff = field(default_factory=Backoff)
     description: str = ""
+    isolation: Isolation = "none"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
@@ -105,12 +119,55 @@ class JobType:
             raise ConfigurationError(f"job type {self.name!r}: timeout must be a number")
         if not self.timeout > 0:
             raise ConfigurationError(f"job type {self.name!r}: timeout must be > 0 seconds")
+        if self.isolation not in ("none", "process"):
+            raise ConfigurationError(
+                f"job type {self.name!r}: isolation must be 'none' or 'process'"
+            )
+
+
+class CancelFlag:
+    """``ctx.cancelled``: set when the attempt is superseded or must stop.
+
+    It becomes true when the attempt timed out, when its lease was lost (the job was handed
+    on: any outcome of this attempt is dropped), or when a graceful stop hands the job back.
+    An ``async def`` handler is cancelled as well; a plain ``def`` handler cannot be
+    interrupted and should check ``ctx.cancelled`` (``if ctx.cancelled: ...`` or
+    ``ctx.cancelled.is_set()``) between steps of long work and return early. Read-only for
+    handlers; a plain attribute behind it, so checking it costs nothing and is thread-safe.
+    """
+
+    __slots__ = ("_cancelled",)
+
+    def __init__(self) -> None:
+        self._cancelled = False
+
+    def is_set(self) -> bool:
+        """True once the attempt has been cancelled (like ``threading.Event.is_set``)."""
+        return self._cancelled
+
+    def __bool__(self) -> bool:
+        return self._cancelled
+
+    def __repr__(self) -> str:
+        return f"<cancelled={self._cancelled}>"
+
+
+#: the flag of a context built outside a worker: never set
+NEVER_CANCELLED = CancelFlag()
 
 
 class JobContext(msgspec.Struct, frozen=True):
     """What a handler knows about the job it runs, and a logger bound to that job.
 
     Immutable; a msgspec ``Struct`` because the worker builds one per job.
+
+    - ``token``: the attempt's fencing token, an integer that grows with every attempt of the
+      job (every lease the broker hands out). A handler that writes to another store can keep
+      the highest token it has seen per job and refuse a write carrying a lower one: that
+      write comes from a superseded attempt (its lease expired and the job was handed on).
+    - ``cancelled``: a :class:`CancelFlag`, true once this attempt must stop (timed out, lease
+      lost, or handed back by a graceful stop). ``async def`` handlers are cancelled too; a
+      plain ``def`` handler should poll it in long loops.
     """
 
     job_id: str
@@ -122,3 +179,5 @@ class JobContext(msgspec.Struct, frozen=True):
     worker_id: str
     timeout: float
     logger: Logger
+    token: int = 0
+    cancelled: CancelFlag = NEVER_CANCELLED

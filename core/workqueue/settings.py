@@ -23,7 +23,13 @@ def new_worker_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    """How one worker process runs."""
+    """How one worker process runs.
+
+    ``broker`` carries the retention and lost-lease flags of this process
+    (``--completed-ttl``, ``--failed-ttl``, ``--max-lost-leases``): they are only the defaults
+    for queues nobody has configured; a queue's fleet-wide settings in Redis (``workqueue
+    queues set``) win.
+    """
 
     redis_url: str = DEFAULT_REDIS_URL
     queues: tuple[str, ...] = ("default",)
@@ -33,9 +39,13 @@ class WorkerSettings:
     #: longest blocking wait when idle; bounds how stale housekeeping can get
     idle_wait_seconds: float = 10.0
     heartbeat_seconds: float = 10.0
-    #: pause between steps of the consistency sweep (each step checks up to 1000 keys of a
-    #: queue's records against the indexes; 0 = no sweep)
-    audit_seconds: float = 30.0
+    #: longest pause between two housekeeping steps of a queue (lease recovery, promotion of
+    #: due jobs, retention, consistency check); a step is taken sooner when a lease expires or a
+    #: job falls due earlier. 0 = this process never takes the housekeeping duty.
+    housekeep_seconds: float = 10.0
+    #: plain ``def`` handlers still running after their attempt ended (timed out, lease lost)
+    #: that make this process stop fetching and recycle itself (None: max(1, concurrency // 2))
+    max_hung_threads: int | None = None
     max_payload_bytes: int = 1024 * 1024
     max_result_bytes: int = 1024 * 1024
     #: port of the /metrics server (None = no server)
@@ -56,11 +66,21 @@ class WorkerSettings:
             raise ConfigurationError("concurrency must be at least 1")
         if self.lease_seconds < 0.5:
             raise ConfigurationError("lease seconds must be at least 0.5")
-        if self.audit_seconds < 0:
-            raise ConfigurationError("audit seconds must not be negative")
+        if self.housekeep_seconds < 0:
+            raise ConfigurationError("housekeep seconds must not be negative")
+        if self.max_hung_threads is not None and self.max_hung_threads < 1:
+            raise ConfigurationError("max hung threads must be at least 1")
         if self.grace_seconds < 0:
             raise ConfigurationError("grace seconds must not be negative")
 
     @property
     def lease_ms(self) -> int:
+        """The lease in milliseconds, as the broker takes it."""
         return int(self.lease_seconds * 1000)
+
+    @property
+    def hung_threshold(self) -> int:
+        """Hung handler threads at which this process recycles itself."""
+        if self.max_hung_threads is not None:
+            return self.max_hung_threads
+        return max(1, self.concurrency // 2)

@@ -79,7 +79,8 @@ def broker_options(f: F) -> F:
                 type=click.FloatRange(min=0),
                 default=86400.0,
                 show_default=True,
-                help="Seconds a completed job is kept (0 = delete at once).",
+                help="Seconds a completed job is kept (0 = delete at once); only the default for "
+                "queues not configured with `workqueue queues set`.",
             ),
             click.option(
                 "--failed-ttl",
@@ -87,7 +88,8 @@ def broker_options(f: F) -> F:
                 type=click.FloatRange(min=0),
                 default=7 * 86400.0,
                 show_default=True,
-                help="Seconds a failed job is kept.",
+                help="Seconds a failed job is kept (0 = delete at once); only the default for "
+                "queues not configured with `workqueue queues set`.",
             ),
             click.option(
                 "--max-lost-leases",
@@ -95,7 +97,8 @@ def broker_options(f: F) -> F:
                 type=click.IntRange(min=1),
                 default=3,
                 show_default=True,
-                help="A job whose lease is lost this many times (its worker died) fails for good.",
+                help="A job whose lease is lost this many times (its worker died) fails for good; "
+                "only the default for queues not configured with `workqueue queues set`.",
             ),
         ]
     ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from typing import Any
@@ -90,13 +91,30 @@ __all__ = ["worker_command"]
     help="Longest blocking wait of an idle worker before it checks leases and due jobs.",
 )
 @click.option(
+    "--housekeep-seconds",
+    envvar="WORKQUEUE_HOUSEKEEP_SECONDS",
+    type=click.FloatRange(min=0, max=3600),
+    default=10.0,
+    show_default=True,
+    help="Longest pause between housekeeping steps of a queue (lease recovery, due jobs, "
+    "retention, consistency check; sooner when a lease expires or a job falls due). "
+    "One process per queue holds the duty at a time; 0 = never take it.",
+)
+@click.option(
     "--audit-seconds",
     envvar="WORKQUEUE_AUDIT_SECONDS",
     type=click.FloatRange(min=0, max=3600),
-    default=30.0,
-    show_default=True,
-    help="Pause between steps of the sweep that puts job records found in no index back "
-    "(each step checks up to 1000 keys; 0 = off).",
+    default=None,
+    hidden=True,
+    help="Old name of --housekeep-seconds.",
+)
+@click.option(
+    "--max-hung-threads",
+    envvar="WORKQUEUE_MAX_HUNG_THREADS",
+    type=click.IntRange(min=1, max=10000),
+    default=None,
+    help="Plain def handlers still running past their attempt (timed out, lease lost) at "
+    "which the process stops fetching and is recycled  [default: max(1, concurrency // 2)].",
 )
 @broker_options
 @log_options
@@ -110,7 +128,9 @@ def worker_command(
     lease_seconds: float,
     grace_seconds: float,
     idle_wait_seconds: float,
-    audit_seconds: float,
+    housekeep_seconds: float,
+    audit_seconds: float | None,
+    max_hung_threads: int | None,
     broker_config: BrokerConfig,
     log_file: str,
     log_json: bool,
@@ -134,7 +154,8 @@ def worker_command(
             lease_seconds=lease_seconds,
             grace_seconds=grace_seconds,
             idle_wait_seconds=idle_wait_seconds,
-            audit_seconds=audit_seconds,
+            housekeep_seconds=housekeep_seconds if audit_seconds is None else audit_seconds,
+            max_hung_threads=max_hung_threads,
             metrics_port=metrics_port or None,
             metrics_host=metrics_host,
             worker_id=worker_id,
@@ -170,7 +191,30 @@ def worker_command(
         code = 1
     finally:
         shutdown_logging()
+    if worker.recycle:
+        _recycle()
+    if worker.hung_threads:
+        # Hung handler threads would block the interpreter's exit (it joins pool threads).
+        os._exit(code)
     sys.exit(code)
+
+
+def _recycle() -> None:
+    """Replace this process with a fresh worker (hung handler threads die with it).
+
+    Under the supervisor (``--processes K``) the child exits with
+    :data:`~workqueue.worker.supervisor.RECYCLE_EXIT_CODE` and is restarted at once; a lone
+    worker re-executes its own command line in place (same pid, so a service manager sees
+    no exit).
+    """
+    from workqueue.worker.supervisor import RECYCLE_EXIT_CODE, SUPERVISED_ENV
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.environ.get(SUPERVISED_ENV):
+        os._exit(RECYCLE_EXIT_CODE)
+    # The same interpreter and arguments this process was started with (no shell involved).
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606
 
 
 def _run(worker: Any) -> None:
@@ -194,7 +238,7 @@ def _child_args(params: dict[str, Any]) -> list[str]:
     """Rebuild the command line for a child worker process (minus --processes)."""
     args: list[str] = []
     for name, value in params.items():
-        if name in ("processes", "metrics_port"):
+        if name in ("processes", "metrics_port") or value is None:
             continue
         flag = "--" + ("queue" if name == "queues" else name.replace("_", "-"))
         if name == "queues":

@@ -1,4 +1,6 @@
-"""The asyncio worker: fetch loop, job execution, lease renewal, graceful stop, supervisor."""
+"""The asyncio worker: a thin :class:`Worker` assembling its parts (fetching, executing,
+settling outcomes, keeping leases, housekeeping, heartbeat; see docs/engine2-worker.md), and
+the ``--processes`` supervisor."""
 
 from workqueue.worker.runner import Worker
 

@@ -1,26 +1,20 @@
-"""Running one handler: payload decoding, timeout, thread pool for plain ``def`` handlers,
-and the mapping of what happened to a broker outcome."""
+"""One attempt's edges: payload decoding, result encoding, and the mapping of what happened to
+an outcome for the broker (running the handler is ``executing.py``'s)."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import msgspec
 
 from workqueue.errors import InvalidJobError, PayloadValidationError, PermanentError, RetryLater
-from workqueue.jobtypes import JobContext, JobType
+from workqueue.jobtypes import JobType
 from workqueue.log import sanitize
 from workqueue.registry import Registry
 
-__all__ = ["Outcome", "decode_payload", "encode_result", "run_handler"]
+__all__ = ["Outcome", "decode_payload", "encode_result", "error_text", "failure_outcome"]
 
 ERROR_LIMIT = 2000
-# Whether a handler is ``async def``, asked once per handler rather than once per job.
-_IS_ASYNC: dict[Callable[..., Any], bool] = {}
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -57,23 +51,6 @@ def encode_result(result: Any, max_bytes: int) -> tuple[bytes, str | None]:
     if len(encoded) > max_bytes:
         return b"null", f"result of {len(encoded)} bytes exceeds the {max_bytes}-byte limit"
     return encoded, None
-
-
-async def run_handler(
-    job_type: JobType, payload: Any, ctx: JobContext, executor: ThreadPoolExecutor
-) -> Any:
-    """Call the handler: coroutines in the loop, plain functions in the thread pool."""
-    handler: Callable[..., Any] = job_type.handler
-    is_async = _IS_ASYNC.get(handler)
-    if is_async is None:
-        is_async = _IS_ASYNC[handler] = inspect.iscoroutinefunction(handler)
-    if is_async:
-        return await handler(payload, ctx)
-    loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(executor, handler, payload, ctx)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 def error_text(exc: BaseException) -> str:

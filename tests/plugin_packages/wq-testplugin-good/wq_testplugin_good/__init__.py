@@ -81,6 +81,93 @@ async def block_loop(payload: dict[str, Any], ctx: JobContext) -> str:
     return "ok"
 
 
+def _ledger_line(path: str, ctx: JobContext, event: str) -> None:
+    line = json.dumps(
+        {
+            "job_id": ctx.job_id,
+            "attempt": ctx.attempt,
+            "token": getattr(ctx, "token", None),  # None on a core without ctx.token
+            "pid": os.getpid(),
+            "event": event,
+        }
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+async def attempt_sleep(payload: dict[str, Any], ctx: JobContext) -> str:
+    """Ledger line ``start`` (with ``ctx.token``), sleep ``payload["sleeps"][attempt - 1]``
+    seconds (the last entry for later attempts) in the loop, ledger line ``end``; a cancelled
+    attempt writes ``cancelled`` instead of ``end``."""
+    _ledger_line(payload["ledger"], ctx, "start")
+    sleeps = payload["sleeps"]
+    try:
+        await asyncio.sleep(float(sleeps[min(ctx.attempt, len(sleeps)) - 1]))
+    except asyncio.CancelledError:
+        _ledger_line(payload["ledger"], ctx, "cancelled")
+        raise
+    _ledger_line(payload["ledger"], ctx, "end")
+    return "ok"
+
+
+def hang(payload: dict[str, Any], ctx: JobContext) -> str:
+    """A plain ``def`` that ignores its timeout: ``time.sleep(payload["seconds"])`` in one go,
+    then a ledger line saying whether ``ctx.cancelled`` was set by then."""
+    time.sleep(float(payload["seconds"]))
+    if "ledger" in payload:
+        _ledger_line(
+            payload["ledger"], ctx, "cancelled" if getattr(ctx, "cancelled", False) else "end"
+        )
+    return "ok"
+
+
+def spin(payload: dict[str, Any], ctx: JobContext) -> None:
+    """Spin the CPU until killed (run with ``isolation="process"``)."""
+    while True:
+        pass
+
+
+def isolated_add(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Return ``a + b`` and the pid of the (child) process that computed it."""
+    return {"sum": payload["a"] + payload["b"], "pid": os.getpid()}
+
+
+def isolated_fail(payload: dict[str, Any], ctx: JobContext) -> None:
+    """Raise a ValueError in the child process."""
+    raise ValueError("isolated failure")
+
+
+def _isolated_types() -> list[JobType]:
+    """Job types run in a child process (none on a core without ``JobType.isolation``, so
+    the regression tests of the other job types also run against an older core)."""
+    if "isolation" not in JobType.__dataclass_fields__:
+        return []
+    return [
+        JobType(
+            name="test_spin",
+            handler=spin,
+            isolation="process",
+            description="spin the CPU forever in a child process",
+        ),
+        JobType(
+            name="test_isolated_add",
+            handler=isolated_add,
+            isolation="process",
+            description="a + b computed in a child process",
+        ),
+        JobType(
+            name="test_isolated_fail",
+            handler=isolated_fail,
+            isolation="process",
+            retries=0,
+            description="raise ValueError in a child process",
+        ),
+    ]
+
+
 @hookimpl
 def workqueue_job_types() -> list[JobType]:
     return [
@@ -111,4 +198,11 @@ def workqueue_job_types() -> list[JobType]:
             handler=block_loop,
             description="ledger line, then time.sleep in the event loop (blocks it)",
         ),
+        JobType(
+            name="test_attempt_sleep",
+            handler=attempt_sleep,
+            description="ledger start/end lines with ctx.token; sleep payload.sleeps[attempt-1]",
+        ),
+        JobType(name="test_hang", handler=hang, description="plain def ignoring its timeout"),
+        *_isolated_types(),
     ]
