@@ -3,10 +3,10 @@
 Rules: enqueue (now, delayed, at a time, idempotent, same id again), reserve (short or long
 leases), ack, fail (retry now / soon / much later, permanent), renew, crash (the holder of a
 job vanishes: its token is forgotten), wait (real time passes), recover (every short lease
-has expired: a housekeeping step recovers them), release (graceful stop), requeue of failed jobs, and
-late operations with old tokens, and the consistency sweep (which must repair nothing). A
-second machine runs on a private redis-server and adds a rule that SIGKILLs and restarts it
-(append-only file, ``appendfsync always``).
+has expired: a housekeeping step recovers them), release (graceful stop), requeue of failed
+jobs, and late operations with old tokens, and the consistency sweep (which must repair
+nothing). A second machine runs on a private redis-server and adds a rule that SIGKILLs and
+restarts it (append-only file, ``appendfsync always``).
 
 Leases expire honestly: a short lease is 40 ms of Redis time and the machine sleeps for real.
 Every deadline the broker sets comes from Redis ``TIME``; the model knows each one exactly
@@ -19,6 +19,8 @@ After every step, from Redis alone (SCAN of the run's key prefix, never FLUSH):
   exactly one index, the one of that status (queued list once, or one sorted set);
 - an in-flight job has exactly one lease entry, deadline inside the model's interval, and the
   record's fencing token is the one the model handed out;
+- the lease hash holds exactly the in-flight jobs, each under its token, type and
+  idempotency key (an entry exists iff the record is active under that token);
 - attempts, failures and lost-lease counts of each record are the model's;
 - the queue's counters equal the model's; done and failed counters never decrease; the
   figures of ``/metrics`` (``system_figures``) are the model's (a rule checks them);
@@ -109,6 +111,7 @@ class Observed:
     idem: dict[str, tuple[str, int]] = field(default_factory=dict)
     others: dict[str, int] = field(default_factory=dict)
     ledger: set[str] = field(default_factory=set)
+    leases: dict[str, str] = field(default_factory=dict)
 
 
 #: every choice among current jobs is an index drawn the same way whatever the state is, so
@@ -549,6 +552,7 @@ class BrokerModel(RuleBasedStateMachine):
             for index in ("scheduled", "retry", "active", "completed", "failed"):
                 pipe.zrange(getattr(k, index), 0, -1, withscores=True)
             pipe.zrange(k.ledger, 0, -1)
+            pipe.hgetall(k.leases)
             pipe.hgetall(k.stats)
             replies = await pipe.execute()
         it = iter(replies)
@@ -566,6 +570,7 @@ class BrokerModel(RuleBasedStateMachine):
         for index in ("scheduled", "retry", "active", "completed", "failed"):
             seen.zsets[index] = {_s(m): s for m, s in next(it)}
         seen.ledger = {_s(m) for m in next(it)}
+        seen.leases = {_s(a): _s(b) for a, b in next(it).items()}
         seen.stats = {_s(a): int(b) for a, b in next(it).items()}
         return seen
 
@@ -593,10 +598,16 @@ class BrokerModel(RuleBasedStateMachine):
             assert self.idem.get(key) == job_id and ttl > 0, (key, job_id, ttl)
         assert set(seen.idem) == set(self.idem)
         assert seen.ledger == set(self.jobs), "the ledger lists exactly the job records"
+        # The lease hash: an entry iff the record is active under that token (finish and renew
+        # trust it instead of reading the records).
+        keys_of = {job_id: key for key, job_id in self.idem.items()}
+        leases = {j.id: f"{j.token}\n{j.type}\n{keys_of.get(j.id, '')}" for j in self._of("active")}
+        assert seen.leases == leases, (seen.leases, leases)
         # Indexes and registries only: no other keys, none of them expiring.
         allowed = {getattr(self.keys, n) for n in ("stats", "token", "notify")}
         allowed |= {self.keys.queued} | {getattr(self.keys, n) for n in seen.zsets}
         allowed |= {self.broker.globals.queues, self.keys.ledger, self.keys.hk_cursor}
+        allowed |= {self.keys.leases}
         # Expiring extra keys: a worker's last-reserve record (for a retried reserve), the
         # marks of enqueue calls (for a repeated call) and the housekeeping duty.
         base = self.keys.base

@@ -22,7 +22,7 @@ from redis_server import RedisServer
 
 from workqueue.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
-from workqueue.broker.contract import Applied, FinishOp, Lease, OpKind
+from workqueue.broker.contract import Applied, DroppedReason, FinishOp, Lease, OpKind
 from workqueue.job import NewJob
 
 PREFIX = "hk"
@@ -241,3 +241,166 @@ def _refused(admin: redis.Redis) -> str:
         except ResponseError as exc:
             return str(exc)
     raise AssertionError("Redis never reached maxmemory")
+
+
+# -- the lease hash: an entry iff the record is active under that token ----------------------
+
+
+async def _leased(broker: Broker, *jobs: NewJob, queue: str = "q") -> dict[str, str]:
+    """Enqueue and lease these jobs; their tokens by id."""
+    await broker.enqueue(list(jobs))
+    res = await broker.reserve(
+        queue, len(jobs), lease_ms=60_000, worker_id="w", request_id=uuid.uuid4().hex
+    )
+    assert len(res.jobs) == len(jobs)
+    return {j.id: j.token for j in res.jobs}
+
+
+def _op(kind: OpKind, job_id: str, token: str) -> FinishOp:
+    return FinishOp(kind, job_id, token, b"1" if kind is OpKind.ACK else "boom", -1)
+
+
+async def test_lease_entries_follow_the_jobs(broker: Broker, admin: redis.Redis) -> None:
+    # Given three jobs leased (one with an idempotency key)
+    k = broker.keys("q")
+    keyed, acked, released = new_job(idempotency_key="k1", type="t.keyed"), new_job(), new_job()
+    tokens = await _leased(broker, keyed, acked, released)
+    # Then each has its entry: token, type, idempotency key (last)
+    assert admin.hgetall(k.leases) == {
+        keyed.id.encode(): f"{tokens[keyed.id]}\nt.keyed\nk1".encode(),
+        acked.id.encode(): f"{tokens[acked.id]}\nt\n".encode(),
+        released.id.encode(): f"{tokens[released.id]}\nt\n".encode(),
+    }
+    # When they are acked, failed and released in one batch, the same op twice
+    ops = [
+        _op(OpKind.ACK, acked.id, tokens[acked.id]),
+        _op(OpKind.FAIL, keyed.id, tokens[keyed.id]),
+        _op(OpKind.RELEASE, released.id, tokens[released.id]),
+        _op(OpKind.ACK, acked.id, tokens[acked.id]),
+    ]
+    applied = (await broker.finish({"q": ops}))["q"]
+    # Then each applies once (the repeat answers the first application), no entry is left
+    assert applied == [Applied.COMPLETED, Applied.FAILED, Applied.RELEASED, Applied.COMPLETED]
+    assert admin.hlen(k.leases) == 0 and admin.zcard(k.active) == 0
+    stats = admin.hgetall(k.stats)
+    assert stats[b"done"] == b"1" and stats[b"done|t"] == b"1"
+    assert stats[b"failed|t.keyed"] == b"1"
+    assert admin.hget(k.job(acked.id), "error") == b""
+    # ... and the released job's next lease has an entry of its own
+    res = await broker.reserve("q", 1, lease_ms=60_000, worker_id="w", request_id="x")
+    assert admin.hkeys(k.leases) == [released.id.encode()]
+    assert admin.hget(k.leases, released.id).split(b"\n")[0] == res.jobs[0].token.encode()
+
+
+@pytest.mark.parametrize("kind", [OpKind.ACK, OpKind.RELEASE])
+@pytest.mark.parametrize("kept", [True, False])
+async def test_a_record_deleted_while_leased_is_not_written_back(
+    server: RedisServer, admin: redis.Redis, kind: OpKind, kept: bool
+) -> None:
+    # Given a leased job (with an idempotency key) whose record is deleted behind the
+    # scripts' back (tampering: no script deletes an active record)
+    ttl = 3600.0 if kept else 0.0
+    b = Broker(create_redis(server.url), BrokerConfig(prefix=PREFIX, completed_ttl_s=ttl))
+    try:
+        job = new_job(idempotency_key="k-gone")
+        tokens = await _leased(b, job)
+        k = b.keys("q")
+        admin.delete(k.job(job.id))
+        # When its holder reports (the fast path does not read the record)
+        applied = await b.finish({"q": [_op(kind, job.id, tokens[job.id])]})
+        # Then the op answers missing, and no stub of the written fields is left behind
+        assert applied == {"q": [Applied.MISSING]}
+        assert admin.exists(k.job(job.id)) == 0
+        assert admin.hlen(k.leases) == 0 and admin.zcard(k.active) == 0
+        assert admin.zscore(k.ledger, job.id) is None
+        assert admin.exists(k.idem_prefix + "k-gone") == 0
+        assert admin.llen(k.queued) == 0 and admin.zcard(k.completed) == 0
+        assert admin.hget(k.stats, "done") is None
+    finally:
+        await b.redis.aclose()
+
+
+async def test_a_lost_lease_entry_is_renewed_and_finished_from_the_record(
+    broker: Broker, admin: redis.Redis
+) -> None:
+    # Given two running jobs whose lease entries are lost (a partial restore)
+    k = broker.keys("q")
+    renewed, acked = new_job(), new_job()
+    tokens = await _leased(broker, renewed, acked)
+    entry = admin.hget(k.leases, renewed.id)
+    admin.hdel(k.leases, renewed.id, acked.id)
+    # When the holder renews one: it holds (its record is active under the token), and its
+    # entry is written back
+    lost = await broker.renew({"q": [Lease(renewed.id, tokens[renewed.id])]}, lease_ms=90_000)
+    assert lost == {}
+    assert admin.hget(k.leases, renewed.id) == entry
+    # ... and acks the other: applied from its record, its active entry removed
+    applied = await broker.finish({"q": [_op(OpKind.ACK, acked.id, tokens[acked.id])]})
+    assert applied == {"q": [Applied.COMPLETED]}
+    assert admin.zscore(k.active, acked.id) is None
+    assert admin.hkeys(k.leases) == [renewed.id.encode()]
+    # ... while a stale token is refused either way
+    stale = Lease(renewed.id, str(int(tokens[renewed.id]) + 1000))
+    assert await broker.renew({"q": [stale]}, lease_ms=90_000) == {"q": [stale]}
+
+
+async def test_the_check_repairs_the_lease_hash(broker: Broker, admin: redis.Redis) -> None:
+    # Given an active record whose lease entry is lost, one whose entry names another token,
+    # an entry whose record was deleted, and an entry for a job that is not running
+    k = broker.keys("q")
+    lost, wrong, deleted = new_job(), new_job(), new_job()
+    tokens = await _leased(broker, lost, wrong, deleted)
+    queued = new_job()
+    await broker.enqueue([queued])
+    entries = admin.hgetall(k.leases)
+    admin.hdel(k.leases, lost.id)
+    admin.hset(k.leases, wrong.id, "999999\nt\n")
+    admin.delete(k.job(deleted.id))
+    admin.hset(k.leases, queued.id, "5\nt\n")
+    # When a housekeeping step checks the ledger
+    step = await broker.housekeep("q", worker_id="hk", duty_ms=5000)
+    # Then the active records get their entries back, the others' entries are gone (strays)
+    assert sorted(step.repaired) == sorted([(lost.id, "active"), (wrong.id, "active")])
+    assert sorted(d.job_id for d in step.dropped) == sorted([deleted.id, queued.id])
+    assert {d.reason for d in step.dropped} == {DroppedReason.STRAY}
+    assert admin.hgetall(k.leases) == {
+        lost.id.encode(): entries[lost.id.encode()],
+        wrong.id.encode(): f"{tokens[wrong.id]}\nt\n".encode(),
+    }
+    assert admin.zscore(k.ledger, deleted.id) is None
+    # ... and a second step finds nothing more
+    again = await broker.housekeep("q", worker_id="hk", duty_ms=5000)
+    assert again.repaired == [] and again.dropped == []
+
+
+async def test_recovery_of_an_expired_lease_removes_its_entry(
+    broker: Broker, admin: redis.Redis
+) -> None:
+    k = broker.keys("q")
+    job = new_job()
+    await broker.enqueue([job])
+    await broker.reserve("q", 1, lease_ms=50, worker_id="w", request_id="r")
+    assert admin.hlen(k.leases) == 1
+    await asyncio.sleep(0.1)
+    step = await broker.housekeep("q", worker_id="hk", duty_ms=5000)
+    assert [r.job_id for r in step.recovered] == [job.id]
+    assert admin.hlen(k.leases) == 0
+
+
+async def test_the_batched_hot_path_costs_under_3_5_commands_per_job(
+    broker: Broker, admin: redis.Redis
+) -> None:
+    # Given 50 queued jobs; When a worker reserves and acks them in one batch each
+    await broker.enqueue([new_job() for _ in range(50)])
+    before = commandstats(admin)
+    res = await broker.reserve("q", 50, lease_ms=60_000, worker_id="w", request_id="r")
+    reserved = delta(before, commandstats(admin))
+    before = commandstats(admin)
+    await broker.finish({"q": [_op(OpKind.ACK, j.id, j.token) for j in res.jobs]})
+    finished = delta(before, commandstats(admin))
+    # Then finish reads no job record: one HMGET of the lease hash (and the settings)
+    assert finished["cmdstat_hmget"] == 2, finished
+    assert finished["cmdstat_hset"] == 50, finished
+    # ... and the whole drain is under 3.5 Redis commands per job (Lua's inner ones counted)
+    total = sum(reserved.values()) + sum(finished.values())
+    assert total / 50 < 3.5, (reserved, finished)

@@ -280,6 +280,7 @@ class Broker(ReadModel):
             k.reserve_record(worker_id),
             k.settings,
             k.ledger,
+            k.leases,
         ]
         args: list[Any] = [
             k.job_prefix,
@@ -367,7 +368,7 @@ class Broker(ReadModel):
         self, queue: str, leases: Sequence[Lease], lease_ms: int, pipe: Any
     ) -> Any:
         k = self.keys(queue)
-        keys = [k.active]
+        keys = [k.active, k.leases]
         args: list[Any] = [lease_ms]
         for lease in leases:
             keys.append(k.job(lease.job_id))
@@ -398,6 +399,7 @@ class Broker(ReadModel):
             k.notify,
             k.settings,
             k.ledger,
+            k.leases,
         ]
         keys += [k.job(op.job_id) for op in ops]
         args: list[Any] = [
@@ -457,6 +459,7 @@ class Broker(ReadModel):
             k.settings,
             k.ledger,
             k.hk_cursor,
+            k.leases,
         ]
         args: list[Any] = [
             k.job_prefix,

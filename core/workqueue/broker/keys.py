@@ -11,6 +11,9 @@ one-key ``heartbeat`` script, which stamps it with Redis ``TIME``).
     <p>:{<q>}:scheduled   ZSET   id -> due time (ms, Redis clock) of delayed jobs
     <p>:{<q>}:retry       ZSET   id -> due time (ms) of jobs waiting out a retry backoff
     <p>:{<q>}:active      ZSET   id -> lease deadline (ms) of running jobs
+    <p>:{<q>}:leases      HASH   id -> the live lease: token, type, idempotency key (one
+                                 string, newline-separated, the key last);
+                                 an entry exists iff the record is active under that token
     <p>:{<q>}:completed   ZSET   id -> finish time (ms) of kept completed records
     <p>:{<q>}:failed      ZSET   id -> finish time (ms) of kept failed records
     <p>:{<q>}:ledger      ZSET   id -> enqueued_at (ms) of every job record of the queue
@@ -66,6 +69,12 @@ class QueueKeys:
     @property
     def active(self) -> str:
         return self.base + "active"
+
+    @property
+    def leases(self) -> str:
+        """The live leases (id -> token, type, idempotency key): finish and renew check a
+        whole batch with one HMGET here instead of reading each job record."""
+        return self.base + "leases"
 
     @property
     def completed(self) -> str:

@@ -54,6 +54,8 @@ if replay then
 end
 
 local pushed, ledger, scheduled = {}, {}, 0
+-- Strings, not numbers: redis.call formats every number argument anew (per job).
+local now_s = tostring(now)
 for i = first, #ARGV, 3 do
   local id, payload = ARGV[i], ARGV[i + 1]
   local shape = shapes[tonumber(ARGV[i + 2])]
@@ -64,8 +66,8 @@ for i = first, #ARGV, 3 do
   else
     local status = shape[7]
     local rec = {'type', shape[1], 'payload', payload, 'retries', shape[2],
-      'timeout', shape[3], 'status', status, 'enqueued_at', now, 'attempts', 0,
-      'failures', 0, 'lost', 0, 'fp', shape[5]}
+      'timeout', shape[3], 'status', status, 'enqueued_at', now_s, 'attempts', '0',
+      'failures', '0', 'lost', '0', 'fp', shape[5]}
     if idem ~= '' then
       redis.call('SET', idemp .. idem, id, 'PX', idem_ttl)
       rec[#rec + 1] = 'idem'
@@ -80,7 +82,7 @@ for i = first, #ARGV, 3 do
       pushed[#pushed + 1] = id
     end
     redis.call('HSET', jobp .. id, unpack(rec))
-    ledger[#ledger + 1] = now
+    ledger[#ledger + 1] = now_s
     ledger[#ledger + 1] = id
     out[#out + 1] = status
   end

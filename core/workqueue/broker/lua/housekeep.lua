@@ -3,7 +3,8 @@
 --    anyone else gets held = 0 and the step does nothing more. A holder that stops renewing
 --    (dead, stopped) hands the duty over when the key expires.
 -- 1. Lease recovery: up to ARGV[9] expired leases: the job is requeued at the front, or fails
---    for good once lost max_lost_leases times (settings hash, else ARGV default).
+--    for good once lost max_lost_leases times (settings hash, else ARGV default); their lease
+--    entries (KEYS[13]) are removed.
 -- 2. Promotion: up to ARGV[10] due scheduled and retrying jobs each go to the queued list.
 -- 3. Retention: up to ARGV[11] finished records past the queue's retention are deleted (one
 --    DEL per chunk, with their idempotency key when it still names them), and removed from
@@ -14,11 +15,15 @@
 --    step 1 recovers it; scheduled/retrying: due at run_at; completed/failed: at
 --    finished_at; queued: appended to the list, judged against ONE LRANGE snapshot per step,
 --    taken only while the list is at most ARGV[13] long - a false "missing" only makes a
---    duplicate entry that reserve drops as a stray).
+--    duplicate entry that reserve drops as a stray). The lease hash is checked against the
+--    records with one HMGET per step: an active record must have its lease entry (written
+--    back if missing or under another token); an entry whose record is gone or not active
+--    under that token is removed (a stray).
 -- Cost per step: O(log N) per index entry touched; at most 100 + 2 x 1000 + 2 x 500 + 200 job
--- records read; one LRANGE of at most ARGV[13] entries. No SCAN, no LPOS.
+-- records read; one LRANGE of at most ARGV[13] entries; one HMGET of ARGV[12] lease entries.
+-- No SCAN, no LPOS.
 -- KEYS: 1 housekeeper, 2 queued, 3 scheduled, 4 retry, 5 active, 6 completed, 7 failed,
---       8 stats, 9 notify, 10 settings, 11 ledger, 12 check cursor (HASH id, score)
+--       8 stats, 9 notify, 10 settings, 11 ledger, 12 check cursor (HASH id, score), 13 leases
 -- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 worker id, 4 duty ms,
 --       5 default completed retention ms, 6 default failed retention ms, 7 default max lost
 --       leases, 8 notify cap, 9 recover limit, 10 promote limit, 11 trim limit,
@@ -55,6 +60,9 @@ local recovered = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, recover_limit)
 if #expired >= recover_limit then more = true end
 each_chunk(expired, function(...) redis.call('ZREM', KEYS[5], ...) end)
+-- Whatever the record says, an expired lease is over: its entry goes (an orphan's or a
+-- stray's entry is not a live lease either).
+each_chunk(expired, function(...) redis.call('HDEL', KEYS[13], ...) end)
 local requeued = {}
 for _, id in ipairs(expired) do
   local key = jobp .. id
@@ -129,15 +137,28 @@ if cur and cur[1] then
 end
 local batch = redis.call('ZRANGE', KEYS[11], start, start + check_limit - 1, 'WITHSCORES')
 local listed = nil  -- the queued list as a set, read at most once per step
-local gone = {}
+local gone, strays = {}, {}
 local INDEX = {active = KEYS[5], scheduled = KEYS[3], retrying = KEYS[4],
                completed = KEYS[6], failed = KEYS[7]}
-for i = 1, #batch, 2 do
-  local id = batch[i]
+local ids = {}
+for i = 1, #batch, 2 do ids[#ids + 1] = batch[i] end
+local live = hmget_all(KEYS[13], ids)  -- the lease entries of the batch, one read
+for n, id in ipairs(ids) do
   local key = jobp .. id
-  local f = fields(key, 'status', 'run_at', 'finished_at')
+  local f = fields(key, 'status', 'run_at', 'finished_at', 'token', 'type', 'idem')
   local st = f and f[1]
   local fixed = false
+  -- a lease entry lives exactly as long as the record is active under its token
+  if st == 'active' then
+    local token = f[4] or ''
+    if lease_token(live[n]) ~= token then
+      redis.call('HSET', KEYS[13], id, lease_value(token, f[5], f[6]))
+      fixed = true
+    end
+  elseif live[n] then
+    strays[#strays + 1] = id
+    drop(KEYS[8], id, 'stray')
+  end
   if f and not st then
     if redis.call('EXISTS', key) == 0 then gone[#gone + 1] = id end
   elseif st == 'queued' then
@@ -166,6 +187,7 @@ for i = 1, #batch, 2 do
   end
 end
 each_chunk(gone, function(...) redis.call('ZREM', KEYS[11], ...) end)
+each_chunk(strays, function(...) redis.call('HDEL', KEYS[13], ...) end)
 if #batch < check_limit * 2 then
   redis.call('DEL', KEYS[12])  -- the pass is complete: the next step starts over
 else

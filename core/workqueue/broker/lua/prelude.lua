@@ -7,6 +7,7 @@
 --   idem (its idempotency key, if any), run_at (scheduled/retrying), token (fencing token of
 --   the last lease), worker, started_at, finished_at, result, error,
 --   applied (what the last finish op with this token did: a repeat answers it).
+-- The live lease of an active record is also in <p>:{q}:leases (see lease_value).
 
 -- Redis's clock in ms (every time in a record or index is on this clock).
 local function now_ms()
@@ -16,7 +17,7 @@ end
 
 -- A counter field read as an integer: absent is 0; anything else that is not an integer is nil.
 local function int_field(v)
-  if not v then return 0 end
+  if not v or v == '0' then return 0 end  -- the common case, without a pattern match
   if #v > 18 or not string.match(v, '^%-?%d+$') then return nil end
   return tonumber(v)
 end
@@ -47,6 +48,40 @@ local function each_chunk(items, fn)
   for i = 1, #items, 1000 do
     fn(unpack(items, i, math.min(i + 999, #items)))
   end
+end
+
+-- HMGET of many fields of one hash (chunked): the values in order, false where absent.
+local function hmget_all(key, names)
+  local out = {}
+  each_chunk(names, function(...)
+    for _, v in ipairs(redis.call('HMGET', key, ...)) do out[#out + 1] = v end
+  end)
+  return out
+end
+
+-- A live lease entry (<p>:{q}:leases, id -> value): token, type and idempotency key in one
+-- string, the key last. Invariant: an entry exists iff the job's record is active under that
+-- token (reserve writes it; whatever ends the lease removes it), so finish and renew check a
+-- whole batch with one HMGET instead of a read per record.
+local function lease_value(token, typ, idem)  -- token: a string
+  return token .. '\n' .. (typ or '') .. '\n' .. (idem or '')
+end
+
+-- The token of an entry read back (nil: no entry), and where the rest starts (after the
+-- token's newline).
+local function lease_token(v)
+  if not v then return nil end
+  local a = string.find(v, '\n', 1, true)
+  if not a then return v, #v + 1 end
+  return string.sub(v, 1, a - 1), a + 1
+end
+
+-- The rest of an entry, after its token: {type, idempotency key}; nil when a newline in the
+-- type or the key (a tampered record) makes it ambiguous (callers read the record instead).
+local function lease_parts(rest)
+  local b = string.find(rest, '\n', 1, true)
+  if not b or string.find(rest, '\n', b + 1, true) then return nil end
+  return {string.sub(rest, 1, b - 1), string.sub(rest, b + 1)}
 end
 
 -- A non-negative integer setting from the queue's settings hash, else the caller's default.
@@ -80,7 +115,8 @@ end
 -- record and its ledger entry go now. Else the record stays (no PEXPIRE: housekeeping trims it
 -- from its finished index past the ttl). Either way its idempotency key never outlives it:
 -- deleted with it, or made to expire no later than the record is due to go (PEXPIRE LT).
--- Returns true when the record is kept (the caller then writes it and indexes it).
+-- Returns true when the record is kept (the caller then writes it and indexes it); else false
+-- and whether there was a record to delete.
 local function retain(key, id, ttl, ledger, idemp, idem)
   if idem and idem ~= '' then
     local ik = idemp .. idem
@@ -89,9 +125,9 @@ local function retain(key, id, ttl, ledger, idemp, idem)
     end
   end
   if ttl > 0 then return true end
-  redis.call('DEL', key)
+  local existed = redis.call('DEL', key) == 1
   redis.call('ZREM', ledger, id)
-  return false
+  return false, existed
 end
 
 -- Delete the finished records of `ids` (entries of the finished index `index`) whose status is

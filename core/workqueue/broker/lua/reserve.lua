@@ -5,7 +5,8 @@
 -- 2. due scheduled and retrying jobs are promoted (a head check: a delayed job starts at its
 --    due time without waiting for the housekeeper);
 -- 3. up to N queued jobs become active with a lease (deadline on Redis's clock) and a fencing
---    token each (one INCRBY for the batch);
+--    token each (one INCRBY for the batch); the leases are also written to the lease hash
+--    KEYS[12] (one HSET for the batch), which finish and renew check instead of the records;
 -- 4. work left: one more idle worker is woken (capped).
 -- Lease recovery and retention trimming are housekeeping's (housekeep.lua), not reserve's.
 -- Entries without a record or with a key of another type (orphan) or whose record is in
@@ -14,7 +15,7 @@
 -- retention (settings read only then).
 -- Job record keys cannot be declared in KEYS: the ids are popped inside the script.
 -- KEYS: 1 queued, 2 scheduled, 3 retry, 4 active, 5 failed, 6 stats, 7 notify, 8 token,
---       9 this worker's last-reserve record, 10 settings, 11 ledger
+--       9 this worker's last-reserve record, 10 settings, 11 ledger, 12 leases
 -- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 count, 4 lease ms, 5 worker id,
 --       6 request id ('' = no replay), 7 notify cap, 8 default failed retention ms
 -- Returns: {now_ms, next_due_ms (-1 none), replayed (0|1), n_dropped, [id, reason, type]*,
@@ -22,8 +23,9 @@
 local now = now_ms()
 local jobp, idemp, count, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local worker, req, notify_cap = ARGV[5], ARGV[6], tonumber(ARGV[7])
+-- the fields read from a record to run it (a replay reads its token too: RUN[11])
 local RUN = {'type', 'payload', 'retries', 'timeout', 'enqueued_at', 'failures', 'lost',
-             'attempts', 'status', 'token', 'idem'}
+             'attempts', 'status', 'idem', 'token'}
 
 local heads = {}  -- known earliest scores of the scheduled and retry indexes
 local function reply(jobs, replayed)
@@ -54,7 +56,7 @@ if req ~= '' then
     for _, pair in ipairs(cjson.decode(rec[2])) do
       local id, token = pair[1], pair[2]
       local f = fields(jobp .. id, unpack(RUN))
-      if f and f[10] == token and f[9] == 'active' then
+      if f and f[11] == token and f[9] == 'active' then
         add_job(jobs, id, token, f, f[8] or '0')
       end
     end
@@ -72,15 +74,17 @@ local q = nil  -- the queue's settings, read only when a record must fail for go
 if count > 0 then
   local ids = redis.call('LPOP', KEYS[1], count)
   if ids then
-    local deadline = now + lease
+    -- Numbers are formatted once per call: redis.call formats every number argument anew.
+    local now_s, deadline_s = tostring(now), tostring(now + lease)
+    local attempts_s = {'1', '2', '3'}
     -- One INCRBY hands out the batch's fencing tokens (a skipped entry's number is unused).
     local token = redis.call('INCRBY', KEYS[8], #ids) - #ids
-    local zargs = {}
-    local counters = {[3] = 'retries', [6] = 'failures', [7] = 'lost', [8] = 'attempts'}
+    local zargs, largs = {}, {}
+    local counters = {{3, 'retries'}, {6, 'failures'}, {7, 'lost'}, {8, 'attempts'}}
     for _, id in ipairs(ids) do
       local key = jobp .. id
       token = token + 1
-      local f = fields(key, unpack(RUN))
+      local f = fields(key, unpack(RUN, 1, 10))
       local bad, reason = nil, nil
       if not f then
         reason = 'orphan'
@@ -89,8 +93,8 @@ if count > 0 then
       elseif f[9] and f[9] ~= 'queued' then
         reason = 'stray'
       else
-        for n, name in pairs(counters) do
-          if not int_field(f[n]) then bad = 'its ' .. name .. ' is not an integer' end
+        for _, c in ipairs(counters) do
+          if not int_field(f[c[1]]) then bad = 'its ' .. c[2] .. ' is not an integer' end
         end
       end
       if reason then
@@ -100,19 +104,23 @@ if count > 0 then
           q = queue_settings(KEYS[10], 0, ARGV[8], 0)
           q.failed, q.stats, q.ledger, q.idemp = KEYS[5], KEYS[6], KEYS[11], idemp
         end
-        fail_for_good(q, key, id, f[1], f[11], now, 'invalid job: malformed record: ' .. bad)
+        fail_for_good(q, key, id, f[1], f[10], now, 'invalid job: malformed record: ' .. bad)
         drop(nil, id, 'invalid', f[1])
       else
         local attempts = int_field(f[8]) + 1
-        redis.call('HSET', key, 'status', 'active', 'token', token, 'worker', worker,
-          'started_at', now, 'attempts', attempts)
-        zargs[#zargs + 1] = deadline
+        local tok = tostring(token)
+        redis.call('HSET', key, 'status', 'active', 'token', tok, 'worker', worker,
+          'started_at', now_s, 'attempts', attempts_s[attempts] or tostring(attempts))
+        zargs[#zargs + 1] = deadline_s
         zargs[#zargs + 1] = id
-        leased[#leased + 1] = {id, tostring(token)}
+        largs[#largs + 1] = id
+        largs[#largs + 1] = lease_value(tok, f[1], f[10])
+        leased[#leased + 1] = {id, tok}
         add_job(jobs, id, token, f, attempts)
       end
     end
     each_chunk(zargs, function(...) redis.call('ZADD', KEYS[4], ...) end)
+    each_chunk(largs, function(...) redis.call('HSET', KEYS[12], ...) end)
   end
 end
 
