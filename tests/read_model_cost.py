@@ -1,4 +1,4 @@
-"""What one ``/metrics`` scrape costs Redis, for 1, 10 and 100 queues (docs/engine2-reads.md).
+"""What one ``/metrics`` scrape costs Redis, for 1, 10 and 100 queues (docs/read-model.md).
 
 Runs a private ``redis-server`` (so nobody else's commands are counted) and reads its
 ``INFO stats`` (``total_reads_processed``: one per request the server read from a socket, so

@@ -1,5 +1,5 @@
 """Regression tests of issue 10's worker defects (each failed on the main branch before the
-Engine 2 worker; see docs/engine2-worker.md).
+Engine 2 worker; see docs/worker.md).
 
 - defect 1: a run tracked by job id only (a superseded run removed the live one);
 - defect 2: plain ``def`` handlers past their timeout (new jobs queued behind hung threads);

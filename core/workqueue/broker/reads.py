@@ -344,16 +344,6 @@ class ReadModel:
         )
         return PurgeStep(cutoff_ms=int(raw[0]), examined=int(raw[1]), deleted=int(raw[2]))
 
-    # -- the connection ----------------------------------------------------------------------
-
-    async def ping(self) -> None:
-        """Raise unless Redis answers."""
-        await self.redis.ping()
-
-    async def aclose(self) -> None:
-        """Close the connections."""
-        await self.redis.aclose()
-
 
 def job_info(job_id: str, queue: str, record: dict[bytes, bytes]) -> JobInfo:
     """Build a :class:`JobInfo` from a job hash (odd field values read as empty or 0)."""

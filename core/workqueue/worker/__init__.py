@@ -1,5 +1,5 @@
 """The asyncio worker: a thin :class:`Worker` assembling its parts (fetching, executing,
-settling outcomes, keeping leases, housekeeping, heartbeat; see docs/engine2-worker.md), and
+settling outcomes, keeping leases, housekeeping, heartbeat; see docs/worker.md), and
 the ``--processes`` supervisor."""
 
 from workqueue.worker.runner import Worker

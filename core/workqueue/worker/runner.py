@@ -10,7 +10,7 @@
             └── Heartbeat (WorkerAdvert) ───────┘
 ```
 
-See docs/engine2-worker.md for the model (run key, cancellation, hung threads and
+See docs/worker.md for the model (run key, cancellation, hung threads and
 recycling, process isolation, the housekeeping schedule).
 """
 
