@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+from redis_server import RedisServer
 from wq_testkit import REDIS_URL, TEST_PLUGIN
 
 from workqueue import Client, PayloadValidationError, SyncClient, TaskSpec, UnknownJobTypeError
@@ -50,3 +54,39 @@ async def test_async_client_validates_before_writing(
         job = await client.enqueue("test_echo", {"k": "v"}, delay=30, queue="mail")
         assert job.status == "scheduled" and job.queue == "mail"
         assert (await client.get_job(job.id)).queue == "mail"
+
+
+async def test_types_only_live_workers_advertise_are_read_once_not_per_enqueue(
+    tmp_path: Path,
+) -> None:
+    """A client lacking a job type (the producer without the plugin) accepts it when a live
+    worker advertises it; the adverts are cached, not read again for every enqueue (issue 10,
+    defect 8: two extra round trips and O(workers) per enqueue)."""
+    server = RedisServer(tmp_path, appendonly=False)
+    server.start()
+    try:
+        raw = server.client()
+        advert = {
+            "id": "w1",
+            "host": "h",
+            "pid": 1,
+            "queues": ["default"],
+            "types": ["remote_only"],
+            "concurrency": 1,
+            "started_at": 0.0,
+        }
+        raw.set("cache:worker:w1", json.dumps(advert), ex=60)
+        now_s, now_us = raw.time()
+        raw.zadd("cache:workers", {"w1": now_s * 1000 + now_us // 1000})
+        raw.config_resetstat()
+        client = Client.from_url(
+            server.url, registry=build_registry(only=[]), config=BrokerConfig(prefix="cache")
+        )
+        async with client:
+            for i in range(20):
+                job = await client.enqueue("remote_only", {"i": i})
+                assert job.status == "queued"
+        registry_reads = raw.info("commandstats").get("cmdstat_zrange", {}).get("calls", 0)
+        assert registry_reads <= 2, f"the worker registry was read {registry_reads} times"
+    finally:
+        server.close()
