@@ -112,6 +112,28 @@ def test_enqueue_then_show(key_prefix: str) -> None:
     assert job_id in table and "test_echo" in table and "queued" in table
 
 
+def test_enqueue_writes_its_enqueued_line_to_the_event_log(key_prefix: str, tmp_path: Path) -> None:
+    """``workqueue enqueue`` logs the job's ``enqueued`` line in the event log's format (not
+    loguru's default on stderr), with no payload value; stdout stays the command's answer."""
+    secret = "payload-secret-0815"
+    log = tmp_path / "events.txt"
+    done = wq(
+        key_prefix,
+        "enqueue",
+        "test_echo",
+        "--payload",
+        json.dumps({"s": secret}),
+        "--log-file",
+        str(log),
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    job_id = done.stdout.split()[0]
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert f"| job={job_id} | type=test_echo |" in lines[0] and "| enqueued |" in lines[0]
+    assert "| INFO | cli |" in lines[0] and secret not in lines[0]
+
+
 def test_enqueue_options_and_json(key_prefix: str) -> None:
     out = ok(
         key_prefix,

@@ -405,6 +405,7 @@ def _progress(description: str) -> Iterator[Callable[[int], None]]:
 @redis_url_option
 @broker_options
 @json_option
+@log_options
 def enqueue_command(
     job_type: str,
     payload: str,
@@ -416,8 +417,15 @@ def enqueue_command(
     redis_url: str,
     broker_config: BrokerConfig,
     as_json: bool,
+    log_file: str,
+    log_json: bool,
+    log_level: str,
 ) -> None:
-    """Enqueue one job of JOB_TYPE (validated like POST /enqueue)."""
+    """Enqueue one job of JOB_TYPE (validated like POST /enqueue).
+
+    The job's ``enqueued`` event line goes to the event log (``--log-file``, default
+    ``logs.txt``; ``''`` writes it to stderr), like every other enqueue's.
+    """
     from workqueue.client import Client, TaskSpec
     from workqueue.errors import PluginError
     from workqueue.job import EnqueuedJob
@@ -431,6 +439,7 @@ def enqueue_command(
         registry = build_registry()
     except PluginError as exc:
         _fail(_one_line(exc))
+    _event_log(log_file, log_json, log_level)
     spec = TaskSpec(
         type=job_type,
         payload=data,
