@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,12 @@ BULK = 1000
 def _client(url: str, prefix: str) -> Any:
     from workqueue import Client
     from workqueue.broker.broker import BrokerConfig
+    from workqueue.log import configure_logging
 
+    # The event log on, as a deployment runs it (the producer and the worker do the same):
+    # every job's "enqueued" line goes to a file, rendered and written in batches.
+    log_dir = Path(os.environ.get("BENCH_CWD", "."))
+    configure_logging(role="client", log_file=log_dir / "wq-client-events.log", stderr=False)
     return Client.from_url(url, config=BrokerConfig(prefix=prefix))
 
 

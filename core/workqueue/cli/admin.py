@@ -426,7 +426,7 @@ def enqueue_command(
     The job's ``enqueued`` event line goes to the event log (``--log-file``, default
     ``logs.txt``; ``''`` writes it to stderr), like every other enqueue's.
     """
-    from workqueue.client import Client, TaskSpec
+    from workqueue.client import Client, TaskSpec, flush_event_lines
     from workqueue.errors import PluginError
     from workqueue.job import EnqueuedJob
     from workqueue.registry import build_registry
@@ -451,7 +451,10 @@ def enqueue_command(
     )
 
     async def action(broker: Broker) -> EnqueuedJob:
-        (job,) = await Client(broker, registry).enqueue_specs([spec])
+        try:
+            (job,) = await Client(broker, registry).enqueue_specs([spec])
+        finally:
+            flush_event_lines()  # before the loop and the log stop
         return job
 
     job = _run(redis_url, broker_config, action)
