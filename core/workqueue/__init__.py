@@ -7,20 +7,24 @@ The public API for applications and plugin authors::
 
 from __future__ import annotations
 
-from workqueue.client import Client, SyncClient, TaskSpec
-from workqueue.errors import (
-    BrokerUnavailable,
-    IdempotencyConflict,
-    JobNotFound,
-    PayloadValidationError,
-    PermanentError,
-    RetryLater,
-    TaskValidationError,
-    UnknownJobTypeError,
-    WorkQueueError,
-)
-from workqueue.hookspecs import JobEvent, WorkerInfo, hookimpl
-from workqueue.jobtypes import Backoff, JobContext, JobType
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workqueue.client import Client, SyncClient, TaskSpec
+    from workqueue.errors import (
+        BrokerUnavailable,
+        IdempotencyConflict,
+        JobNotFound,
+        PayloadValidationError,
+        PermanentError,
+        RetryLater,
+        TaskValidationError,
+        UnknownJobTypeError,
+        WorkQueueError,
+    )
+    from workqueue.hookspecs import JobEvent, WorkerInfo, hookimpl
+    from workqueue.jobtypes import Backoff, JobContext, JobType
 
 __version__ = "0.1.0"
 
@@ -45,3 +49,39 @@ __all__ = [
     "__version__",
     "hookimpl",
 ]
+
+# The public names are loaded on first use (PEP 562): the CLI and the worker supervisor start
+# without importing the Redis client, and ``import workqueue`` stays cheap.
+_WHERE = {
+    "Client": "workqueue.client",
+    "SyncClient": "workqueue.client",
+    "TaskSpec": "workqueue.client",
+    "BrokerUnavailable": "workqueue.errors",
+    "IdempotencyConflict": "workqueue.errors",
+    "JobNotFound": "workqueue.errors",
+    "PayloadValidationError": "workqueue.errors",
+    "PermanentError": "workqueue.errors",
+    "RetryLater": "workqueue.errors",
+    "TaskValidationError": "workqueue.errors",
+    "UnknownJobTypeError": "workqueue.errors",
+    "WorkQueueError": "workqueue.errors",
+    "JobEvent": "workqueue.hookspecs",
+    "WorkerInfo": "workqueue.hookspecs",
+    "hookimpl": "workqueue.hookspecs",
+    "Backoff": "workqueue.jobtypes",
+    "JobContext": "workqueue.jobtypes",
+    "JobType": "workqueue.jobtypes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'workqueue' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

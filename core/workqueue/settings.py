@@ -7,7 +7,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
-from workqueue.broker.broker import BrokerConfig
+from workqueue.broker.config import BrokerConfig
 from workqueue.errors import ConfigurationError
 from workqueue.jobtypes import NAME_PATTERN
 

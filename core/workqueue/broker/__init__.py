@@ -1,6 +1,36 @@
-"""Every Redis state change of a job: key layout, Lua scripts and the broker API."""
+"""Every Redis state change of a job: key layout, Lua scripts and the broker API.
 
-from workqueue.broker.broker import Broker, BrokerConfig, FinishOp, ReserveResult
-from workqueue.broker.keys import GlobalKeys, QueueKeys
+The names are loaded on first use (PEP 562), so ``workqueue.broker.config`` and
+``workqueue.broker.keys`` can be imported without the Redis client.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workqueue.broker.broker import Broker, ReserveResult
+    from workqueue.broker.config import BrokerConfig
+    from workqueue.broker.contract import FinishOp
+    from workqueue.broker.keys import GlobalKeys, QueueKeys
 
 __all__ = ["Broker", "BrokerConfig", "FinishOp", "GlobalKeys", "QueueKeys", "ReserveResult"]
+
+_WHERE = {
+    "Broker": "workqueue.broker.broker",
+    "ReserveResult": "workqueue.broker.broker",
+    "FinishOp": "workqueue.broker.broker",
+    "BrokerConfig": "workqueue.broker.config",
+    "GlobalKeys": "workqueue.broker.keys",
+    "QueueKeys": "workqueue.broker.keys",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'workqueue.broker' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

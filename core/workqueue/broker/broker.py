@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -19,6 +18,7 @@ import msgspec
 from redis.asyncio import ConnectionPool, Redis
 
 from workqueue.broker.channel import ScriptChannel, pack
+from workqueue.broker.config import BrokerConfig
 from workqueue.broker.contract import (
     Applied,
     Dropped,
@@ -33,7 +33,7 @@ from workqueue.broker.contract import (
     ReserveResult,
     WorkerAdvert,
 )
-from workqueue.broker.keys import DEFAULT_PREFIX, GlobalKeys, QueueKeys
+from workqueue.broker.keys import GlobalKeys, QueueKeys
 from workqueue.broker.reads import ReadModel
 from workqueue.broker.scripts import Scripts
 from workqueue.errors import ConfigurationError, QueueLimitError
@@ -51,27 +51,6 @@ __all__ = [
 NOTIFY_CAP = 64
 #: the most jobs one enqueue script call writes (bigger batches go in several calls)
 ENQUEUE_CHUNK = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerConfig:
-    """Settings of one process. Retention and the lost-lease cap are only the DEFAULTS for a
-    queue whose fleet-wide settings (``<p>:{q}:settings``) do not set them."""
-
-    prefix: str = DEFAULT_PREFIX
-    completed_ttl_s: float = 24 * 3600
-    failed_ttl_s: float = 7 * 24 * 3600
-    idempotency_ttl_s: float = 24 * 3600
-    max_lost_leases: int = 3
-    #: the most queues ``<p>:queues`` may hold (``WORKQUEUE_MAX_QUEUES``)
-    max_queues: int = 1000
-    #: housekeeping bounds per step: leases recovered, due jobs promoted (per index),
-    #: finished records trimmed, ledger entries checked, longest queued list checked
-    recover_limit: int = 100
-    promote_limit: int = 1000
-    trim_limit: int = 500
-    check_limit: int = 200
-    check_max_list: int = 10_000
 
 
 _OPS_ENCODER = msgspec.msgpack.Encoder()

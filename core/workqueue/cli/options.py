@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from workqueue.broker.broker import BrokerConfig
+from workqueue.broker.config import BrokerConfig
 from workqueue.settings import DEFAULT_REDIS_URL
 
 __all__ = ["broker_options", "log_options", "redis_url_option"]

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from workqueue import clock
-from workqueue.broker.broker import BrokerConfig
+from workqueue.broker.config import BrokerConfig
 from workqueue.cli.options import broker_options, log_options, redis_url_option
 from workqueue.errors import ConfigurationError, PluginError
 from workqueue.log import configure_logging, redact_url, shutdown_logging

@@ -1,0 +1,31 @@
+"""A process's broker settings: :class:`BrokerConfig` (no Redis client imported here, so the
+CLI and the supervisor read their options without loading one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workqueue.broker.keys import DEFAULT_PREFIX
+
+__all__ = ["BrokerConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Settings of one process. Retention and the lost-lease cap are only the DEFAULTS for a
+    queue whose fleet-wide settings (``<p>:{q}:settings``) do not set them."""
+
+    prefix: str = DEFAULT_PREFIX
+    completed_ttl_s: float = 24 * 3600
+    failed_ttl_s: float = 7 * 24 * 3600
+    idempotency_ttl_s: float = 24 * 3600
+    max_lost_leases: int = 3
+    #: the most queues ``<p>:queues`` may hold (``WORKQUEUE_MAX_QUEUES``)
+    max_queues: int = 1000
+    #: housekeeping bounds per step: leases recovered, due jobs promoted (per index),
+    #: finished records trimmed, ledger entries checked, longest queued list checked
+    recover_limit: int = 100
+    promote_limit: int = 1000
+    trim_limit: int = 500
+    check_limit: int = 200
+    check_max_list: int = 10_000
