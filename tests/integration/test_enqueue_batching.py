@@ -15,7 +15,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +33,6 @@ from workqueue.job import EnqueuedJob
 from workqueue.registry import build_registry
 
 PREFIX = "wqbatch"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False)
-    srv.start()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def admin(server: RedisServer) -> Iterator[redis.Redis]:
-    conn = server.client()
-    conn.flushall()  # our private server only
-    conn.config_resetstat()
-    yield conn
-    conn.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +26,6 @@ from workqueue.broker.contract import Applied, DroppedReason, FinishOp, Lease, O
 from workqueue.job import NewJob
 
 PREFIX = "hk"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False)
-    srv.start()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def admin(server: RedisServer) -> Iterator[redis.Redis]:
-    conn = server.client()
-    conn.flushall()
-    yield conn
-    conn.close()
 
 
 @pytest.fixture

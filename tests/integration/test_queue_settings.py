@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,22 +25,6 @@ from workqueue.errors import TaskValidationError
 from workqueue.job import NewJob, ReservedJob
 
 PREFIX = "qs"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False)
-    srv.start()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def admin(server: RedisServer) -> Iterator[redis.Redis]:
-    conn = server.client()
-    conn.flushall()
-    yield conn
-    conn.close()
 
 
 @pytest.fixture
