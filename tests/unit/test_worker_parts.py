@@ -233,7 +233,7 @@ async def test_release_of_an_async_run() -> None:
     assert settled == [run] and run.outcome is not None and run.outcome.kind == "release"
 
 
-async def test_isolated_cpu_spin_is_killed_at_its_timeout() -> None:
+async def test_isolated_cpu_spin_is_killed_at_its_timeout(installed_test_plugin: None) -> None:
     from wq_testplugin_good import isolated_add, spin
 
     settled: list[Run] = []
@@ -257,7 +257,7 @@ async def test_isolated_cpu_spin_is_killed_at_its_timeout() -> None:
     assert b'"sum":5' in bytes(add.outcome.data)  # type: ignore[arg-type]
 
 
-async def test_an_isolated_error_keeps_its_type_name() -> None:
+async def test_an_isolated_error_keeps_its_type_name(installed_test_plugin: None) -> None:
     from wq_testplugin_good import isolated_fail
 
     settled: list[Run] = []
