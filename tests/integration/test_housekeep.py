@@ -111,6 +111,30 @@ async def test_the_check_puts_back_what_is_in_no_index(broker: Broker, admin: re
     assert int(admin.hget(k.stats, "repaired") or 0) == 2
 
 
+async def test_the_check_rests_after_a_complete_pass(
+    server: RedisServer, admin: redis.Redis
+) -> None:
+    """An idle queue's kept records are not re-read step after step: after a complete pass
+    the check rests (``check_pause_s``); with no pause it starts over at once."""
+    resting = Broker(create_redis(server.url), BrokerConfig(prefix=PREFIX, check_pause_s=60))
+    eager = Broker(create_redis(server.url), BrokerConfig(prefix=PREFIX, check_pause_s=0))
+    try:
+        await resting.enqueue([new_job() for _ in range(50)])
+        await resting.housekeep("q", worker_id="a", duty_ms=5000)  # a whole pass (50 < 200)
+        before = commandstats(admin)
+        await resting.housekeep("q", worker_id="a", duty_ms=5000)
+        rested = delta(before, commandstats(admin))
+        assert rested.get("cmdstat_hmget", 0) <= 2, rested  # settings, not the 50 records
+        before = commandstats(admin)
+        await eager.housekeep("q", worker_id="a", duty_ms=5000)
+        await eager.housekeep("q", worker_id="a", duty_ms=5000)
+        walked = delta(before, commandstats(admin))
+        assert walked.get("cmdstat_hmget", 0) >= 50, walked  # the records are read again
+    finally:
+        await resting.aclose()
+        await eager.aclose()
+
+
 async def test_one_process_holds_the_duty_until_it_expires(
     broker: Broker, server: RedisServer
 ) -> None:

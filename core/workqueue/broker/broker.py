@@ -454,6 +454,7 @@ class Broker(ReadModel):
             c.trim_limit,
             c.check_limit,
             c.check_max_list,
+            int(c.check_pause_s * 1000),
         ]
         raw = await self.scripts.housekeep(keys=keys, args=args)
         if not int(raw[0]):

@@ -29,3 +29,7 @@ class BrokerConfig:
     trim_limit: int = 500
     check_limit: int = 200
     check_max_list: int = 10_000
+    #: seconds the consistency check rests after a complete pass over the ledger (so an idle
+    #: queue with many kept records is not re-read without end; damage found within this
+    #: pause plus one pass)
+    check_pause_s: float = 300.0

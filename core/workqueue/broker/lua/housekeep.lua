@@ -18,7 +18,8 @@
 --    duplicate entry that reserve drops as a stray). The lease hash is checked against the
 --    records with one HMGET per step: an active record must have its lease entry (written
 --    back if missing or under another token); an entry whose record is gone or not active
---    under that token is removed (a stray).
+--    under that token is removed (a stray). After a complete pass the check rests ARGV[14] ms
+--    (the cursor keeps 'done_at'), so an idle queue's kept records are not re-read endlessly.
 -- Cost per step: O(log N) per index entry touched; at most 100 + 2 x 1000 + 2 x 500 + 200 job
 -- records read; one LRANGE of at most ARGV[13] entries; one HMGET of ARGV[12] lease entries.
 -- No SCAN, no LPOS.
@@ -27,7 +28,7 @@
 -- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 worker id, 4 duty ms,
 --       5 default completed retention ms, 6 default failed retention ms, 7 default max lost
 --       leases, 8 notify cap, 9 recover limit, 10 promote limit, 11 trim limit,
---       12 check limit, 13 longest queued list to check
+--       12 check limit, 13 longest queued list to check, 14 pause after a complete pass ms
 -- Returns: {held (0|1), now_ms, promoted, trimmed, more (0|1), next_ms (-1 none),
 --           n_recovered, [id, outcome (requeued|failed), type, lost]*,
 --           n_dropped, [id, reason, type]*, n_repaired, [id, status]*}
@@ -122,11 +123,14 @@ for _, part in ipairs({{KEYS[6], 'completed', q.done_ttl}, {KEYS[7], 'failed', q
   end
 end
 
--- 4. consistency check, walking the ledger from the cursor
+-- 4. consistency check, walking the ledger from the cursor (resting after a complete pass)
 local repaired = {}
 local start = 0
-local cur = fields(KEYS[12], 'id', 'score')
-if cur and cur[1] then
+local check_pause = tonumber(ARGV[14]) or 0
+local cur = fields(KEYS[12], 'id', 'score', 'done_at')
+if cur and tonumber(cur[3]) and now - tonumber(cur[3]) < check_pause then
+  check_limit = 0
+elseif cur and cur[1] then
   local rank = redis.call('ZRANK', KEYS[11], cur[1])
   if rank then
     start = rank + 1
@@ -135,7 +139,10 @@ if cur and cur[1] then
     start = redis.call('ZCOUNT', KEYS[11], '-inf', '(' .. cur[2])
   end
 end
-local batch = redis.call('ZRANGE', KEYS[11], start, start + check_limit - 1, 'WITHSCORES')
+local batch = {}
+if check_limit > 0 then
+  batch = redis.call('ZRANGE', KEYS[11], start, start + check_limit - 1, 'WITHSCORES')
+end
 local listed = nil  -- the queued list as a set, read at most once per step
 local gone, strays = {}, {}
 local INDEX = {active = KEYS[5], scheduled = KEYS[3], retrying = KEYS[4],
@@ -188,8 +195,12 @@ for n, id in ipairs(ids) do
 end
 each_chunk(gone, function(...) redis.call('ZREM', KEYS[11], ...) end)
 each_chunk(strays, function(...) redis.call('HDEL', KEYS[13], ...) end)
-if #batch < check_limit * 2 then
-  redis.call('DEL', KEYS[12])  -- the pass is complete: the next step starts over
+if check_limit == 0 then
+  -- resting after a complete pass: nothing to record
+elseif #batch < check_limit * 2 then
+  -- the pass is complete: the next pass starts over after the pause
+  redis.call('DEL', KEYS[12])
+  if check_pause > 0 then redis.call('HSET', KEYS[12], 'done_at', now) end
 else
   redis.call('HSET', KEYS[12], 'id', batch[#batch - 1], 'score', batch[#batch])
 end
