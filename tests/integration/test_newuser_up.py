@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from redis_server import RedisServer, free_port
-from test_up import alive, children_of, wait_ready
+from test_up import alive, children_of, up_env, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +38,7 @@ async def _job_status(url: str, job_id: str) -> str:
 def test_ctrl_c_to_the_process_group_lets_the_running_job_finish_then_stops_redis_last(
     installed_test_plugin: None, tmp_path: Path
 ) -> None:
-    redis_port, port, metrics_port = free_port(), free_port(), free_port()
-    env = {
-        **os.environ,
-        "WORKQUEUE_PLUGINS": "wq_testplugin_good",
-        "WORKQUEUE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "WORKQUEUE_PORT": str(port),
-        "WORKQUEUE_METRICS_PORT": str(metrics_port),
-    }
+    env, port, _ = up_env()
     ledger = tmp_path / "ledger.jsonl"
     out = tmp_path / "up.out"
     with out.open("wb") as sink:

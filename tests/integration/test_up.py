@@ -37,6 +37,20 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+def up_env() -> tuple[dict[str, str], int, int]:
+    """The environment of a ``workqueue up`` on free ports with its own embedded Redis
+    (nothing answers at the Redis URL), and its producer and metrics ports."""
+    redis_port, port, metrics_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "WORKQUEUE_PLUGINS": "wq_testplugin_good",
+        "WORKQUEUE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "WORKQUEUE_PORT": str(port),
+        "WORKQUEUE_METRICS_PORT": str(metrics_port),
+    }
+    return env, port, metrics_port
+
+
 def wait_ready(up: subprocess.Popen[bytes], port: int, out: Path) -> None:
     """Wait until the producer ``up`` started answers /ready (``out``: up's output)."""
     deadline = time.monotonic() + 30
@@ -53,14 +67,7 @@ def wait_ready(up: subprocess.Popen[bytes], port: int, out: Path) -> None:
 
 
 def test_up_runs_everything_and_stops_cleanly(installed_test_plugin: None, tmp_path: Path) -> None:
-    redis_port, port, metrics_port = free_port(), free_port(), free_port()
-    env = {
-        **os.environ,
-        "WORKQUEUE_PLUGINS": "wq_testplugin_good",
-        "WORKQUEUE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "WORKQUEUE_PORT": str(port),
-        "WORKQUEUE_METRICS_PORT": str(metrics_port),
-    }
+    env, port, metrics_port = up_env()
     with (tmp_path / "up.out").open("wb") as out:
         up = subprocess.Popen(
             [sys.executable, "-m", "workqueue", "up"],
