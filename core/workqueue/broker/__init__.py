@@ -6,8 +6,9 @@ The names are loaded on first use (PEP 562), so ``workqueue.broker.config`` and
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from workqueue._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from workqueue.broker.broker import Broker, ReserveResult
@@ -27,10 +28,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'workqueue.broker' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _WHERE)

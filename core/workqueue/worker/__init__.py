@@ -8,7 +8,9 @@ Redis client.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from workqueue._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from workqueue.worker.runner import Worker
@@ -16,10 +18,4 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 
-def __getattr__(name: str) -> Any:
-    if name != "Worker":
-        raise AttributeError(f"module 'workqueue.worker' has no attribute {name!r}")
-    from workqueue.worker.runner import Worker
-
-    globals()["Worker"] = Worker
-    return Worker
+__getattr__ = lazy_getattr(__name__, {"Worker": "workqueue.worker.runner"})
