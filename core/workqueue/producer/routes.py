@@ -18,7 +18,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workqueue.client import Client, TaskSpec, prepare_task
 from workqueue.errors import BrokerUnavailable, JobNotFound, TaskValidationError
-from workqueue.job import JOB_FIELDS, EnqueuedJob
 from workqueue.producer.parsing import decode_body, spec_from_object
 from workqueue.producer.schemas import (
     EnqueueAnswer,
@@ -28,7 +27,6 @@ from workqueue.producer.schemas import (
     batch_schema,
     operation_class,
     task_schema,
-    utc_text,
 )
 from workqueue.registry import Registry
 
@@ -92,18 +90,6 @@ async def _locate(client: Client, specs: list[TaskSpec], exc: TaskValidationErro
     return None
 
 
-def _answer(job: EnqueuedJob) -> dict[str, Any]:
-    """The JSON shape of one enqueue answer (times as in every answer: see ``utc_text``)."""
-    return {
-        "id": job.id,
-        "type": job.type,
-        "queue": job.queue,
-        "status": job.status,
-        "retries": job.retries,
-        "enqueued_at": utc_text(job.enqueued_at),
-    }
-
-
 def _json(content: Any, status: int, headers: dict[str, str] | None = None) -> Response[Any]:
     """An answer encoded here with msgspec (the route's annotation still documents it)."""
     return Response(
@@ -118,7 +104,7 @@ async def enqueue(request: Request[Any, Any, Any]) -> Response[EnqueueAnswer]:
     key = request.headers.get("idempotency-key")
     spec = spec_from_object(body, idempotency_key=key or None, typed=_typed(client))
     (job,) = await guarded(client.enqueue_specs([spec]), settings.redis_deadline_s)
-    return _json(_answer(job), 200 if job.duplicate else 202, {"Location": f"/jobs/{job.id}"})
+    return _json(job.to_dict(), 200 if job.duplicate else 202, {"Location": f"/jobs/{job.id}"})
 
 
 async def enqueue_batch(request: Request[Any, Any, Any]) -> Response[list[EnqueueAnswer]]:
@@ -151,7 +137,7 @@ async def enqueue_batch(request: Request[Any, Any, Any]) -> Response[list[Enqueu
             exc.field = f"[{index}].{exc.field}"
         raise
     status = 200 if all(job.duplicate for job in jobs) else 202
-    return _json([_answer(job) for job in jobs], status)
+    return _json([job.to_dict() for job in jobs], status)
 
 
 async def get_job(
@@ -162,10 +148,7 @@ async def get_job(
     if not job_id or len(job_id) > _MAX_JOB_ID:
         raise JobNotFound(job_id[:_MAX_JOB_ID])
     info = await guarded(client.get_job(job_id), request.app.state.settings.redis_deadline_s)
-    shown = {name: getattr(info, name) for name in JOB_FIELDS}
-    for name in ("enqueued_at", "started_at", "finished_at"):
-        shown[name] = utc_text(shown[name])
-    return JobAnswer(**shown)
+    return JobAnswer(**info.to_dict())
 
 
 async def health() -> HealthAnswer:

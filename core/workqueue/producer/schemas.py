@@ -19,7 +19,6 @@ from litestar.openapi.spec import (
 
 from workqueue.client import Limits
 from workqueue.errors import WorkQueueError
-from workqueue.job import utc_text
 from workqueue.registry import Registry
 from workqueue.schema import schema_json
 
@@ -36,7 +35,6 @@ __all__ = [
     "batch_schema",
     "operation_class",
     "task_schema",
-    "utc_text",
 ]
 
 #: a job type or queue name, as JSON Schema (ECMA 262) states it; the producer checks the same
@@ -65,7 +63,7 @@ class JobAnswer(msgspec.Struct):
     status: str
     attempts: int
     retries: int
-    #: times: RFC 3339, UTC, milliseconds, ``Z`` (see :func:`utc_text`)
+    #: times: RFC 3339, UTC, milliseconds, ``Z`` (see :func:`workqueue.job.utc_text`)
     enqueued_at: str | None
     started_at: str | None
     finished_at: str | None
