@@ -213,10 +213,6 @@ def _prepare(
     )
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
 )
@@ -275,7 +271,6 @@ def _run_at_ms(value: datetime | str) -> int:
     return max(millis, 0)
 
 
-_RawResult = EnqueueResult
 #: how long the job types live workers advertise are reused before they are read again
 ADVERT_CACHE_SECONDS = 5.0
 
@@ -364,7 +359,7 @@ class Client:
         #: (monotonic time read, types) of the last advert read
         self._adverts: tuple[float, set[str]] | None = None
         # the auto-batcher: jobs waiting for the write in flight to finish
-        self._pending: list[tuple[NewJob, asyncio.Future[_RawResult]]] = []
+        self._pending: list[tuple[NewJob, asyncio.Future[EnqueueResult]]] = []
         self._busy = False
         self._flusher: asyncio.Task[None] | None = None
 
@@ -404,7 +399,7 @@ class Client:
         cached = self._adverts
         if not fresh and cached is not None and now - cached[0] < ADVERT_CACHE_SECONDS:
             return cached[1]
-        types = {t for advert in await self.broker.workers() for t in advert.types}
+        types = await self.broker.advertised_types()
         self._adverts = (now, types)
         return types
 
@@ -502,7 +497,7 @@ class Client:
             )
         return answers
 
-    async def _answer(self, job: NewJob, raw: _RawResult) -> EnqueuedJob:
+    async def _answer(self, job: NewJob, raw: EnqueueResult) -> EnqueuedJob:
         job_id, status, fingerprint = raw.id, raw.status, raw.fingerprint
         duplicate = raw.duplicate
         # our own id already there: a write retried after a lost reply, still our job
@@ -518,10 +513,10 @@ class Client:
 
     # -- the auto-batcher ----------------------------------------------------------------------
 
-    async def _write(self, job: NewJob) -> _RawResult:
+    async def _write(self, job: NewJob) -> EnqueueResult:
         """Write one job: at once when nothing is in flight, else with the next batch."""
         if self._busy:
-            future: asyncio.Future[_RawResult] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
             self._pending.append((job, future))
             return await future
         self._busy = True

@@ -105,7 +105,7 @@ async def test_an_idempotency_key_never_outlives_its_record(make: Any, admin: re
     idem = k.idem_prefix + "order-1"
     # Then while the record is kept, posting again with the key returns that job...
     (again,) = await broker.enqueue([new_job(idempotency_key="order-1", fingerprint="f")])
-    assert again[0] == first.id and again[2]
+    assert again.id == first.id and again.duplicate
     # ... and the key expires no later than the record is due to go
     assert 0 < admin.pttl(idem) <= 500
     # When the retention passes and housekeeping trims the record
@@ -117,7 +117,7 @@ async def test_an_idempotency_key_never_outlives_its_record(make: Any, admin: re
     assert admin.exists(idem) == 0
     retry = new_job(idempotency_key="order-1", fingerprint="f")
     (fresh,) = await broker.enqueue([retry])
-    assert fresh[0] == retry.id and not fresh[2]
+    assert fresh.id == retry.id and not fresh.duplicate
 
 
 async def test_ttl_zero_deletes_the_idempotency_key_with_the_record(

@@ -34,7 +34,7 @@ from workqueue.broker.contract import (
     WorkerAdvert,
 )
 from workqueue.broker.keys import GlobalKeys, QueueKeys
-from workqueue.broker.reads import ReadModel
+from workqueue.broker.reads import ReadModel, _int, _s
 from workqueue.broker.scripts import Scripts
 from workqueue.errors import ConfigurationError, QueueLimitError
 from workqueue.job import NewJob, ReservedJob
@@ -66,11 +66,6 @@ def _wire_op(op: FinishOp) -> tuple[str, str, str, str, int]:
     if isinstance(data, bytes):
         data = data.decode("utf-8", "replace")
     return (str(op.op), op.job_id, op.token, data, op.delay_ms)
-
-
-def _s(value: Any) -> str:
-    # "replace": a tampered record's bytes must not crash the worker or a reader
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _ms(seconds: float) -> int:
@@ -600,13 +595,6 @@ def _reserved_job_leniently(queue: str, fields: list[Any]) -> ReservedJob:
         failures=_int(fields[8]),
         lost=_int(fields[9]),
     )
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
 
 
 def _float(value: Any) -> float:

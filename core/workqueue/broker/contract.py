@@ -10,7 +10,7 @@ script that applies it reports *what it applied*, and Python never recomputes it
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -106,14 +106,6 @@ class EnqueueResult(msgspec.Struct, frozen=True):
     duplicate: bool
     fingerprint: str
     enqueued_at_ms: int
-
-    # Transitional: client.py still reads results as ``(id, status, duplicate, fingerprint,
-    # enqueued_at_ms)`` tuples; remove both once it uses the named fields.
-    def __iter__(self) -> Iterator[object]:
-        return iter((self.id, self.status, self.duplicate, self.fingerprint, self.enqueued_at_ms))
-
-    def __getitem__(self, index: int) -> object:
-        return tuple(self)[index]
 
 
 class Recovered(msgspec.Struct, frozen=True):

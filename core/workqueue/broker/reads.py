@@ -66,8 +66,14 @@ _PER_QUEUE = 8
 
 
 def _s(value: Any) -> str:
-    # "replace": a tampered record's bytes must not crash a reader
+    # "replace": a tampered record's bytes must not crash the worker or a reader
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _time_ms(reply: Any) -> int:
+    """Redis ``TIME`` (seconds, microseconds) in milliseconds."""
+    now_s, now_us = reply
+    return int(now_s) * 1000 + int(now_us) // 1000
 
 
 def _int(value: Any) -> int:
@@ -177,8 +183,7 @@ class ReadModel:
                 self._queue_commands(pipe, self.keys(q))
             pipe.time()
             replies = await pipe.execute()
-        now_s, now_us = replies[-1]
-        now_ms = int(now_s) * 1000 + int(now_us) // 1000
+        now_ms = _time_ms(replies[-1])
         rows: list[QueueFigures] = []
         heads: list[tuple[QueueFigures, str]] = []
         for at, q in enumerate(names):
@@ -223,8 +228,7 @@ class ReadModel:
 
     async def server_time_ms(self) -> int:
         """Redis's clock, ms."""
-        now_s, now_us = await self.redis.time()
-        return int(now_s) * 1000 + int(now_us) // 1000
+        return _time_ms(await self.redis.time())
 
     # -- jobs ----------------------------------------------------------------------------------
 

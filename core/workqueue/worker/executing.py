@@ -76,7 +76,6 @@ class Executor:
         self.deadlines = Deadlines(self._timed_out)
         #: set whenever a slot frees
         self.slot_free = asyncio.Event()
-        self.started = 0
 
     @property
     def free(self) -> int:
@@ -93,7 +92,6 @@ class Executor:
         existing = self.runs.get(run.key)
         if existing is not None:  # the same lease handed out twice: one run is enough
             return existing
-        self.started += 1
         self.runs[run.key] = run
         run.task = asyncio.create_task(self._run(run))
         return run

@@ -29,11 +29,10 @@ from workqueue.log import sanitize
 from workqueue.settings import WorkerSettings
 from workqueue.worker.events import JobLog
 from workqueue.worker.housekeeping import log_dropped
+from workqueue.worker.settling import RECONNECT_MAX_SECONDS
 from workqueue.worker.stats import WorkerStats
 
 __all__ = ["Fetcher", "log_redis_error"]
-
-RECONNECT_MAX_SECONDS = 5.0
 
 
 def log_redis_error(doing: str, exc: BaseException, retry_in: float) -> None:

@@ -92,9 +92,6 @@ class Deadlines:
         self._at = 0.0
         self._on_expiry = on_expiry
 
-    def __len__(self) -> int:
-        return len(self._heap)
-
     def arm(self, run: Run, timeout: float, live_runs: int) -> None:
         """Call ``on_expiry(run)`` ``timeout`` seconds from now unless the run ended."""
         loop = asyncio.get_running_loop()

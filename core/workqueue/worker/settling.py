@@ -26,6 +26,7 @@ from workqueue.worker.stats import WorkerStats
 
 __all__ = ["RECONNECT_MAX_SECONDS", "Settler"]
 
+#: the longest pause between retries after a Redis error (fetching and settling)
 RECONNECT_MAX_SECONDS = 5.0
 
 # Module constants: an enum member looked up on its class costs more, once per job.

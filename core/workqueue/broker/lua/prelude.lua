@@ -153,7 +153,7 @@ local function delete_finished(index, ledger, ids, status, jobp, idemp)
   end
   each_chunk(ids, function(...) redis.call('ZREM', index, ...) end)
   each_chunk(dels, function(...) redis.call('DEL', ...) end)
-  if ledger then each_chunk(gone, function(...) redis.call('ZREM', ledger, ...) end) end
+  each_chunk(gone, function(...) redis.call('ZREM', ledger, ...) end)
   return deleted
 end
 

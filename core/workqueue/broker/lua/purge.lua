@@ -3,7 +3,7 @@
 -- ledger entry and their idempotency key (when it still names them); an index entry whose
 -- record is gone is dropped; an unfinished job is never touched (a stray entry pointing at one
 -- is only removed from the finished index).
--- KEYS: 1 the finished index (completed or failed ZSET), 2 ledger (optional: older callers)
+-- KEYS: 1 the finished index (completed or failed ZSET), 2 ledger
 -- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 status ('completed'|'failed'),
 --       4 batch size, 5 cutoff ms ('' = now: entries finished later are left for later calls)
 -- Returns: {cutoff_ms, entries examined, records deleted}
