@@ -242,7 +242,9 @@ class BrokerModel(RuleBasedStateMachine):
             )
         self.last_enqueue = jobs
         results = self.run(self.broker.enqueue(jobs))
-        for job, (job_id, status, duplicate, _fp, now) in zip(jobs, results, strict=True):
+        for job, result in zip(jobs, results, strict=True):
+            job_id, status, duplicate = result.id, result.status, result.duplicate
+            now = result.enqueued_at_ms
             existing = None
             if job.idempotency_key and job.idempotency_key in self.idem:
                 existing = self.idem[job.idempotency_key]
