@@ -15,7 +15,10 @@ from redis.exceptions import AuthenticationWrongNumberOfArgsError as AuthArgsErr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["create_redis", "setup_problem"]
+__all__ = ["SENTINEL_SCHEMES", "create_redis", "setup_problem"]
+
+#: URL schemes naming a Sentinel-managed primary (SPEC section 10)
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
 
 class _WriteOnClosedTransportIsConnectionError:
@@ -60,8 +63,19 @@ def create_redis(
     job script is safe to repeat (enqueue is keyed by job id, finish ops are fenced and report
     "duplicate" when they were already applied).
     """
+    scheme = urlsplit(url).scheme
+    if scheme in SENTINEL_SCHEMES:
+        from workqueue.broker.sentinel import create_sentinel_redis
+
+        return create_sentinel_redis(
+            url,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            retries=retries,
+        )
     tls: dict[str, Any] = {}
-    if urlsplit(url).scheme == "rediss":
+    if scheme == "rediss":
         tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
     redis: Redis = Redis.from_url(
         url,
