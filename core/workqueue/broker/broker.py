@@ -18,6 +18,7 @@ import msgspec
 from redis.asyncio import ConnectionPool, Redis
 
 from workqueue.broker.channel import ScriptChannel, pack
+from workqueue.broker.cluster import ClusterWaits, NodeClients, gather_limited, is_cluster
 from workqueue.broker.config import BrokerConfig
 from workqueue.broker.contract import (
     Applied,
@@ -91,8 +92,15 @@ class Broker(ReadModel):
         self.scripts = Scripts(redis)
         self._known_queues: set[str] = set()
         self._keys_cache: dict[str, QueueKeys] = {}
+        #: on Redis Cluster: per-master clients, channels and blocking waits
+        self._nodes = NodeClients(redis) if is_cluster(redis) else None  # type: ignore[arg-type]
+        self._waits = ClusterWaits(self._nodes) if self._nodes is not None else None
         #: the enqueue path's own connection (plain clients; others go through redis-py)
-        self._channel = ScriptChannel(redis) if hasattr(redis, "connection_pool") else None
+        self._channel = (
+            ScriptChannel(redis)
+            if self._nodes is None and hasattr(redis, "connection_pool")
+            else None
+        )
         #: the connection ``wait_for_work`` blocks on (made on first use unless given)
         self._blocking = blocking
         self._own_blocking = blocking is None
@@ -114,6 +122,10 @@ class Broker(ReadModel):
         """Close the connections (the blocking one too, when the broker made it)."""
         if self._channel is not None:
             await self._channel.close()
+        if self._waits is not None:
+            self._waits.cancel()
+        if self._nodes is not None:
+            await self._nodes.aclose()
         if self._blocking is not None and self._own_blocking:
             # a client made on a pool of its own does not close that pool by itself
             await self._blocking.aclose()
@@ -151,7 +163,18 @@ class Broker(ReadModel):
                 chunk = indexes[at : at + ENQUEUE_CHUNK]
                 plan.append(chunk)
                 calls.append((queue, [jobs[i] for i in chunk]))
-        if self._channel is not None:
+        if self._nodes is not None:
+            # one batch per master on its channel, all at once; a redirected call is sent
+            # again through the cluster client (enqueue calls are safe to repeat)
+            replies = await self._nodes.execute_grouped(
+                [
+                    (self.keys(queue).queued, partial(self._pack_enqueue, queue, batch))
+                    for queue, batch in calls
+                ],
+                self.scripts.enqueue,
+                lambda i: self.scripts.enqueue(*self._enqueue_args(*calls[i])),
+            )
+        elif self._channel is not None:
             commands: list[Callable[[], bytes]] = [
                 partial(self._pack_enqueue, queue, batch) for queue, batch in calls
             ]
@@ -330,9 +353,13 @@ class Broker(ReadModel):
         self, queues: Sequence[str], call: Callable[[str, Any], Awaitable[Any]]
     ) -> list[Any]:
         """One script call per queue: a plain EVALSHA for one queue (one round trip; a
-        redis-py pipeline would add a SCRIPT EXISTS), one pipeline for several."""
+        redis-py pipeline would add a SCRIPT EXISTS), one pipeline for several. On a cluster,
+        one EVALSHA per queue, all at once, each sent to the master of its queue's slot (the
+        cluster client follows redirections and loads a script a master lacks)."""
         if len(queues) == 1:
             return [await call(queues[0], None)]
+        if self._nodes is not None:
+            return await gather_limited([partial(call, q, None) for q in queues])
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 await call(queue, pipe)
@@ -402,10 +429,16 @@ class Broker(ReadModel):
     async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool:
         """Block on the queues' wake-up lists until a token or the timeout; True when woken.
 
+        On a cluster the queues' lists may be on several masters (and one BLPOP may not span
+        two slots): one BLPOP per queue, concurrently; see
+        :class:`workqueue.broker.cluster.ClusterWaits`.
+
         The broker's own blocking connection is used; a wait that outlasts its timeout by
         5 s (a dead link) is abandoned and its connection dropped.
         """
         keys = [self.keys(q).notify for q in queues]
+        if self._waits is not None:  # one BLPOP per queue, each on its queue's master
+            return await self._waits.wait(keys, timeout_s)
         blocking = self._blocking_client()
         timeout = max(0.01, round(timeout_s, 3))
         async with asyncio.timeout(timeout + 5.0):
