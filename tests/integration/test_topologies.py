@@ -166,6 +166,11 @@ def workers(stack: Stack, tmp_path: Path) -> Iterator[WorkerProcs]:
     procs = WorkerProcs(stack.prefix, tmp_path, url=stack.url)
     yield procs
     procs.stop_all()
+    # no Redis error on any topology (a CROSSSLOT, MOVED or NOSCRIPT would be logged here)
+    for index in range(len(procs.procs)):
+        log = procs.log_file(index)
+        text = log.read_text() if log.exists() else ""
+        assert "redis unavailable" not in text and " | WARNING | " not in text, text[-2000:]
 
 
 def _all_queues(stack: Stack) -> tuple[str, ...]:
