@@ -63,7 +63,9 @@ async def _enqueue(url: str, prefix: str, queues: list[str], jobs: int) -> None:
     broker = Broker(create_redis(url), BrokerConfig(prefix=prefix))
     try:
         batch = [
-            NewJob(uuid.uuid4().hex, "test_echo", queues[i % len(queues)], b'{"i": %d}' % i, 0, 30.0)
+            NewJob(
+                uuid.uuid4().hex, "test_echo", queues[i % len(queues)], b'{"i": %d}' % i, 0, 30.0
+            )
             for i in range(jobs)
         ]
         await broker.enqueue(batch)
@@ -80,7 +82,9 @@ async def _remaining(url: str, prefix: str, queues: list[str]) -> int:
         await broker.aclose()
 
 
-def _drain(url: str, prefix: str, queues: list[str], tmp: Path, nodes: list[redis.Redis]) -> dict[str, int]:
+def _drain(
+    url: str, prefix: str, queues: list[str], tmp: Path, nodes: list[redis.Redis]
+) -> dict[str, int]:
     asyncio.run(_enqueue(url, prefix, queues, ARGS.jobs))
     before = _counters(nodes)
     env = {
@@ -92,8 +96,16 @@ def _drain(url: str, prefix: str, queues: list[str], tmp: Path, nodes: list[redi
         "WORKQUEUE_METRICS_PORT": "0",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workqueue", "worker", "--queue", ",".join(queues),
-         "--concurrency", "32"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "workqueue",
+            "worker",
+            "--queue",
+            ",".join(queues),
+            "--concurrency",
+            "32",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -112,7 +124,9 @@ def _drain(url: str, prefix: str, queues: list[str], tmp: Path, nodes: list[redi
     return out
 
 
-async def _figures_cost(url: str, prefix: str, queues: list[str], nodes: list[redis.Redis]) -> dict[str, int]:
+async def _figures_cost(
+    url: str, prefix: str, queues: list[str], nodes: list[redis.Redis]
+) -> dict[str, int]:
     broker = Broker(create_redis(url), BrokerConfig(prefix=prefix))
     try:
         for q in queues:
@@ -128,9 +142,13 @@ async def _figures_cost(url: str, prefix: str, queues: list[str], nodes: list[re
 def _report(name: str, drained: dict[str, int], jobs: int) -> None:
     per = {k: round(v / jobs, 2) for k, v in drained.items() if k != "seconds"}
     print(f"{name}: drained {jobs} jobs in {drained['seconds']} s (worker start included)")
-    print(f"  per job: round trips (reads) {per['reads']}, evalsha {per.get('evalsha', 0)}, "
-          f"all commands {per['all']}")  # fmt: skip
-    top = sorted(((v, k) for k, v in drained.items() if k not in ("reads", "all", "seconds")), reverse=True)
+    print(
+        f"  per job: round trips (reads) {per['reads']}, evalsha {per.get('evalsha', 0)}, "
+        f"all commands {per['all']}"
+    )
+    top = sorted(
+        ((v, k) for k, v in drained.items() if k not in ("reads", "all", "seconds")), reverse=True
+    )
     print("  top-level and Lua commands:", ", ".join(f"{k} {v}" for v, k in top[:12]))
 
 
@@ -159,8 +177,10 @@ def main() -> None:
             ):
                 for qs in (queues, many):
                     cost = asyncio.run(_figures_cost(url, f"fig{name}{len(qs)}", qs, nodes))
-                    print(f"figures() {name}, {len(qs)} queues: round trips (reads, summed over "
-                          f"masters) {cost['reads']}, commands {cost['all']}: {cost}")  # fmt: skip
+                    print(
+                        f"figures() {name}, {len(qs)} queues: round trips (reads, summed over "
+                        f"masters) {cost['reads']}, commands {cost['all']}: {cost}"
+                    )
         finally:
             stack.close()
             single.stop()

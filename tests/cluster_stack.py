@@ -20,10 +20,15 @@ from pathlib import Path
 
 import redis
 from redis.crc import key_slot
-
 from redis_server import free_port
 
-__all__ = ["ClusterNode", "ClusterStack", "cluster_tools_present", "queue_slot", "start_cluster_stack"]
+__all__ = [
+    "ClusterNode",
+    "ClusterStack",
+    "cluster_tools_present",
+    "queue_slot",
+    "start_cluster_stack",
+]
 
 
 def cluster_tools_present() -> bool:
@@ -51,18 +56,29 @@ class ClusterNode:
         self.proc = subprocess.Popen(
             [
                 "redis-server",
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.directory),
-                "--cluster-enabled", "yes",
-                "--cluster-port", str(self.bus_port),
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000",
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--save", "",
-                "--logfile", str(self.directory / "redis.log"),
-            ],  # fmt: skip
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                str(self.bus_port),
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -205,9 +221,14 @@ def start_cluster_stack(directory: Path, *, masters: int = 3, replicas: int = 1)
             _wait_ping(node)
         subprocess.run(
             [
-                "redis-cli", "--cluster", "create", *(n.addr for n in nodes),
-                "--cluster-replicas", str(replicas), "--cluster-yes",
-            ],  # fmt: skip
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(n.addr for n in nodes),
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

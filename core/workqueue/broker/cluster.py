@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import redis as sync_redis
@@ -78,7 +79,7 @@ def cluster_mode(url: str, tls: dict[str, Any], connect_timeout: float) -> bool 
         decode_responses=True,
     )
     try:
-        reply = probe.execute_command("HELLO")
+        reply: Any = probe.execute_command("HELLO")  # type: ignore[no-untyped-call]
     except (RedisError, OSError):
         return None
     finally:
@@ -236,7 +237,7 @@ class NodeClients:
             for i in redirected:
                 replies[i] = await fallback(i)
 
-        await gather_limited([lambda n=name, ix=ix: one(n, ix) for name, ix in groups.items()])
+        await gather_limited([partial(one, name, ix) for name, ix in groups.items()])
         return replies
 
     async def aclose(self) -> None:
