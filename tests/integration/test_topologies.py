@@ -40,6 +40,7 @@ from workqueue.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
 from workqueue.client import Client
 from workqueue.errors import IdempotencyConflict
+from workqueue.job import NewJob
 from workqueue.registry import build_registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("installed_test_plugin")]
@@ -411,3 +412,52 @@ def test_sync_client(stack: Stack) -> None:
         assert len({j.id for j in many}) == 5
     finally:
         sync.close()
+
+
+async def test_wait_for_work_wakes_on_any_master(stack: Stack, client: Client) -> None:
+    # One BLPOP per queue on a cluster (each on its queue's master), all at once: a token on
+    # any queue ends the wait, and a wait left pending by the last one is reused
+    broker = client.broker
+    assert await broker.wait_for_work(stack.queues, 0.2) is False
+    for q in [*stack.queues, *reversed(stack.queues)]:
+        waiter = asyncio.ensure_future(broker.wait_for_work(stack.queues, 20))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        await client.enqueue("test_echo", {}, queue=q)
+        assert await asyncio.wait_for(waiter, 10) is True
+    # the tokens were taken: a short wait times out again
+    assert await broker.wait_for_work(stack.queues, 0.2) is False
+
+
+async def test_url_names_the_topology(stack: Stack) -> None:
+    from redis.asyncio import RedisCluster
+
+    client = create_redis(stack.url)
+    try:
+        assert isinstance(client, RedisCluster) == (stack.name == "cluster")
+        assert await client.ping()
+    finally:
+        await client.aclose()
+    if stack.name == "cluster":
+        # every node's URL works, a replica's too; ?cluster=yes skips the question
+        cluster: Any = stack.running
+        for node in cluster.nodes:
+            for url in (node.url, node.url + "/0?cluster=yes"):
+                broker = Broker(create_redis(url), BrokerConfig(prefix=stack.prefix))
+                try:
+                    assert isinstance(broker.redis, RedisCluster)
+                    (result,) = await broker.enqueue(
+                        [NewJob(uuid.uuid4().hex, "test_echo", stack.queues[0], b"{}", 0, 5.0)]
+                    )
+                    assert result.status == "queued"
+                finally:
+                    await broker.aclose()
+        assert (await _stats(stack, stack.queues[0]))["queued"] == 12
+
+
+async def _stats(stack: Stack, queue: str) -> dict[str, int]:
+    broker = Broker(create_redis(stack.url), BrokerConfig(prefix=stack.prefix))
+    try:
+        return await broker.queue_stats(queue)
+    finally:
+        await broker.aclose()

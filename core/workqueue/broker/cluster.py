@@ -1,7 +1,9 @@
 """Redis Cluster: detection, the cluster client, and the per-node paths the broker needs.
 
 A URL naming any node of a cluster works: :func:`cluster_mode` asks that node once (``HELLO``,
-which every ACL user may run: its reply names the server's ``mode``), and
+which every ACL user may run: its reply names the server's ``mode``; ``?cluster=yes`` or
+``?cluster=no`` in the URL says it instead, for a process that must start while that node is
+down), and
 :func:`workqueue.broker.connection.create_redis` then returns redis-py's
 ``redis.asyncio.RedisCluster`` instead of a plain client. That client routes each command to the
 master of its key's slot and follows ``MOVED``/``ASK`` (refreshing its slot map); its pipelines
@@ -28,6 +30,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis as sync_redis
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
@@ -49,6 +52,7 @@ __all__ = [
     "REDIRECTS",
     "ClusterWaits",
     "NodeClients",
+    "cluster_choice",
     "cluster_mode",
     "create_cluster_redis",
     "gather_limited",
@@ -65,6 +69,24 @@ T = TypeVar("T")
 def is_cluster(client: object) -> bool:
     """Whether ``client`` is a cluster client (made by ``create_redis`` for a cluster node)."""
     return isinstance(client, RedisCluster)
+
+
+def cluster_choice(url: str) -> tuple[str, bool | None]:
+    """The URL without its ``cluster`` query parameter, and what that parameter asks:
+    ``cluster=yes`` a cluster client without asking the node, ``cluster=no`` a plain client
+    without asking, absent: ask the node (:func:`cluster_mode`)."""
+    parts = urlsplit(url)
+    if "cluster=" not in parts.query:
+        return url, None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    choice: bool | None = None
+    kept = []
+    for name, value in query:
+        if name == "cluster":
+            choice = value.strip().lower() in ("1", "yes", "true", "on")
+        else:
+            kept.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), choice
 
 
 def cluster_mode(url: str, tls: dict[str, Any], connect_timeout: float) -> bool | None:
@@ -255,9 +277,13 @@ class NodeClients:
 class ClusterWaits:
     """``wait_for_work`` over queues whose wake-up lists are on several masters."""
 
+    #: seconds past its own timeout a BLPOP may stay unanswered before the link counts as dead
+    DEAD_LINK_S = 5.0
+
     def __init__(self, nodes: NodeClients) -> None:
         self._nodes = nodes
-        self._pending: dict[str, asyncio.Task[Any]] = {}
+        #: key -> (its BLPOP, the loop time by which that BLPOP must have answered)
+        self._pending: dict[str, tuple[asyncio.Task[Any], float]] = {}
 
     async def _blpop(self, key: str, timeout: float) -> Any:
         name = self._nodes.node_name(key)
@@ -266,35 +292,46 @@ class ClusterWaits:
     async def wait(self, keys: Sequence[str], timeout_s: float) -> bool:
         """Until a token arrives on one of ``keys`` (True) or ``timeout_s`` passes (False).
 
-        A wait of a key not asked for any more is cancelled; a dead link (no answer 5 s past
-        the timeout) drops the waits and raises ``TimeoutError``.
+        A BLPOP still running when its wait ends stays pending for the next wait (a token it
+        takes meanwhile wakes that wait at once); one of a key no longer asked for is
+        cancelled. A BLPOP unanswered :data:`DEAD_LINK_S` past its own timeout (a dead link)
+        is dropped and ``TimeoutError`` raised; a redirection (the queue's slot moved) or a
+        broken connection refreshes the slot map.
         """
         await self._nodes.ready()
         wanted = set(keys)
         for key in [k for k in self._pending if k not in wanted]:
-            self._pending.pop(key).cancel()
+            self._pending.pop(key)[0].cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
-            left = deadline - loop.time()
+            now = loop.time()
+            left = max(0.01, round(deadline - now, 3))
             for key in keys:
                 if key not in self._pending:
-                    timeout = max(0.01, round(max(left, 0.01), 3))
-                    self._pending[key] = asyncio.ensure_future(self._blpop(key, timeout))
-            tasks = [self._pending[k] for k in keys]
-            done, _ = await asyncio.wait(
-                tasks, timeout=max(left, 0.0) + 5.0, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:
-                self.cancel()
+                    task = asyncio.ensure_future(self._blpop(key, left))
+                    self._pending[key] = (task, now + left + self.DEAD_LINK_S)
+            overdue = [k for k in keys if self._pending[k][1] < now]
+            if overdue:
+                for key in overdue:
+                    self._pending.pop(key)[0].cancel()
+                await self._nodes.refresh()
                 raise RedisTimeoutError("no reply to a blocking wait (a dead link?)")
+            until = min(deadline, *(self._pending[k][1] for k in keys))
+            await asyncio.wait(
+                [self._pending[k][0] for k in keys],
+                timeout=max(0.0, until - now),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             woken = False
             error: BaseException | None = None
             for key in keys:
-                task = self._pending[key]
+                task = self._pending[key][0]
                 if not task.done():
                     continue
                 del self._pending[key]
+                if task.cancelled():
+                    continue
                 exc = task.exception()
                 if exc is None:
                     woken = woken or task.result() is not None
@@ -306,11 +343,11 @@ class ClusterWaits:
             if error is not None:
                 await self._nodes.refresh()
                 raise error
-            if woken or loop.time() >= deadline - 0.005:
+            if woken or loop.time() >= deadline:
                 return woken
 
     def cancel(self) -> None:
         """Cancel every pending wait."""
-        for task in self._pending.values():
+        for task, _ in self._pending.values():
             task.cancel()
         self._pending.clear()

@@ -15,7 +15,7 @@ from redis.exceptions import AuthenticationWrongNumberOfArgsError as AuthArgsErr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from workqueue.broker.cluster import cluster_mode, create_cluster_redis
+from workqueue.broker.cluster import cluster_choice, cluster_mode, create_cluster_redis
 
 __all__ = ["SENTINEL_SCHEMES", "create_redis", "setup_problem"]
 
@@ -61,6 +61,7 @@ def create_redis(
     :func:`workqueue.broker.cluster.cluster_mode`), the client is redis-py's ``RedisCluster``
     for the whole cluster, with the same TLS, timeout and retry settings. When the node cannot
     be asked (down, refused login), a plain client is returned: its errors tell what is wrong.
+    The URL's ``cluster=yes`` / ``cluster=no`` query parameter decides without asking.
 
     For ``rediss://`` the server certificate is verified and its hostname checked, whatever
     the redis-py version's defaults are; the URL's query parameters (``ssl_ca_certs``,
@@ -84,7 +85,10 @@ def create_redis(
     tls: dict[str, Any] = {}
     if scheme == "rediss":
         tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
-    if scheme in ("redis", "rediss") and cluster_mode(url, tls, connect_timeout):
+    url, clustered = cluster_choice(url)
+    if clustered is None and scheme in ("redis", "rediss"):
+        clustered = cluster_mode(url, tls, connect_timeout)
+    if clustered:
         # redis-py's cluster client has the plain client's command API (the broker checks
         # which one it has where they differ: workqueue.broker.cluster.is_cluster)
         return cast(
