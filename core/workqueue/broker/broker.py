@@ -18,7 +18,7 @@ import msgspec
 from redis.asyncio import ConnectionPool, Redis
 
 from workqueue.broker.channel import ScriptChannel, pack
-from workqueue.broker.cluster import ClusterWaits, NodeClients, gather_limited, is_cluster
+from workqueue.broker.cluster import ClusterWaits, NodeClients, gather_in_order, is_cluster
 from workqueue.broker.config import BrokerConfig
 from workqueue.broker.contract import (
     Applied,
@@ -359,7 +359,7 @@ class Broker(ReadModel):
         if len(queues) == 1:
             return [await call(queues[0], None)]
         if self._nodes is not None:
-            return await gather_limited([partial(call, q, None) for q in queues])
+            return await gather_in_order([partial(call, q, None) for q in queues])
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 await call(queue, pipe)

@@ -55,7 +55,7 @@ __all__ = [
     "cluster_choice",
     "cluster_mode",
     "create_cluster_redis",
-    "gather_limited",
+    "gather_in_order",
     "is_cluster",
 ]
 
@@ -136,7 +136,7 @@ def create_cluster_redis(
         socket_connect_timeout=connect_timeout,
         socket_keepalive=True,
         health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), max(retries, 1)),
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         decode_responses=False,
     )
@@ -150,7 +150,7 @@ def create_cluster_redis(
     return cluster
 
 
-async def gather_limited(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+async def gather_in_order(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
     """Run ``calls`` concurrently (one per queue, each on the master of its slot); results in
     order; the first error is raised after all have ended."""
     if len(calls) == 1:
@@ -259,7 +259,7 @@ class NodeClients:
             for i in redirected:
                 replies[i] = await fallback(i)
 
-        await gather_limited([partial(one, name, ix) for name, ix in groups.items()])
+        await gather_in_order([partial(one, name, ix) for name, ix in groups.items()])
         return replies
 
     async def aclose(self) -> None:
