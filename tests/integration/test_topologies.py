@@ -462,3 +462,24 @@ async def _stats(stack: Stack, queue: str) -> dict[str, int]:
         return await broker.queue_stats(queue)
     finally:
         await broker.aclose()
+
+
+def test_producer_over_http(stack: Stack, tmp_path: Path) -> None:
+    from test_producer import start_producer
+
+    producer = start_producer(tmp_path, stack.prefix, {"WORKQUEUE_REDIS_URL": stack.url})
+    try:
+        with producer.http() as http:
+            assert http.get("/ready").json() == {"status": "ready"}
+            one = http.post("/enqueue", json={"type": "test_echo", "queue": stack.queues[0]})
+            assert one.status_code == 202, one.text
+            tasks = [{"type": "test_echo", "queue": q, "payload": {"q": q}} for q in stack.queues]
+            batch = http.post("/enqueue/batch", json=tasks * 5)
+            assert batch.status_code == 202, batch.text
+            ids = [one.json()["id"], *(job["id"] for job in batch.json())]
+            assert len(set(ids)) == 16
+            for job_id in ids:
+                shown = http.get(f"/jobs/{job_id}")
+                assert shown.status_code == 200 and shown.json()["status"] == "queued"
+    finally:
+        producer.stop()
