@@ -107,15 +107,13 @@ class Stack:
         return {cluster.master_of_slot(queue_slot(q)).port for q in self.queues}
 
 
-_RUNNING: dict[str, RunningStack] = {}
-
-
-@pytest.fixture(scope="session")
-def _stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningStack]]:
-    yield _RUNNING
-    for running in _RUNNING.values():
-        running.close()
-    _RUNNING.clear()
+@pytest.fixture(scope="module")
+def _stacks() -> Iterator[dict[str, RunningStack]]:
+    """The stacks started for this module (each on first use), stopped after its last test."""
+    running: dict[str, RunningStack] = {}
+    yield running
+    for started in running.values():
+        started.close()
 
 
 def _spread_queues(name: str, running: RunningStack) -> list[str]:
@@ -137,7 +135,7 @@ def stack(
     _stacks: dict[str, RunningStack],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    """A stack (started on first use, shared by the session), a fresh prefix, three queues."""
+    """A stack (started on first use, shared by the module), a fresh prefix, three queues."""
     name: str = request.param
     running = _stacks.get(name)
     if running is None:
