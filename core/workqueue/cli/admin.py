@@ -126,6 +126,7 @@ def stats_command(
         "retrying",
         "jobs_done",
         "jobs_failed",
+        "jobs_cancelled",
         "failed_attempts",
         "oldest_waiting_seconds",
     ]
