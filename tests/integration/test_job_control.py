@@ -336,6 +336,20 @@ async def test_a_running_async_handler_is_cancelled(
     print(f"async handler cancelled {took:.2f} s after the request (lease 3 s)")
 
 
+async def test_the_last_progress_value_is_kept_after_the_outcome(
+    client: Client, workers: WorkerProcs, tmp_path: Path
+) -> None:
+    # Given a handler reporting progress in a tight loop for 1 s, then returning its last step
+    ledger = tmp_path / "ledger.jsonl"
+    workers.start(lease=3.0)
+    job = await client.enqueue("test_progress_loop", {"ledger": str(ledger), "seconds": 1})
+    info = await wait_for(client, job.id, {"completed", "failed"})
+    # Then the record keeps the last value reported (sent just before the outcome)
+    assert info.status == "completed", info
+    assert info.progress == {"step": info.result["steps"]} and info.result["steps"] > 10
+    assert [(h.attempt, h.outcome) for h in info.history] == [(1, "succeeded")]
+
+
 async def test_a_running_def_handler_sees_ctx_cancelled(
     client: Client, workers: WorkerProcs, tmp_path: Path
 ) -> None:
@@ -480,6 +494,10 @@ async def test_cli_cancel_and_show(
     assert shown.returncode == 0 and json.loads(shown.stdout)["history"] == []
     listed = _cli(key_prefix, "jobs", "list", "--status", "cancelled", "--json")
     assert [j["id"] for j in json.loads(listed.stdout)] == [job.id]
+    purged = _cli(key_prefix, "jobs", "purge", "--status", "cancelled", "--yes")
+    assert purged.returncode == 0 and "removed 1 cancelled job" in purged.stdout, purged.stderr
+    with pytest.raises(JobNotFound):
+        await broker.get_job(job.id)
     # a job with attempts: the table shows them
     other = new_job(queue="default", type="test_echo")
     await broker.enqueue([other])

@@ -140,10 +140,10 @@ def isolated_fail(payload: dict[str, Any], ctx: JobContext) -> None:
     raise ValueError("isolated failure")
 
 
-async def progress_loop(payload: dict[str, Any], ctx: JobContext) -> str:
+async def progress_loop(payload: dict[str, Any], ctx: JobContext) -> dict[str, int]:
     """Ledger line ``start``; then ``ctx.set_progress({"step": i})`` every 0.02 s for
     ``payload["seconds"]`` (a tight loop: the worker coalesces it); ledger ``cancelled``
-    when cancelled, else ``end``."""
+    when cancelled, else ``end`` and the result ``{"steps": <last step>}``."""
     _ledger_line(payload["ledger"], ctx, "start")
     deadline = time.monotonic() + float(payload["seconds"])
     step = 0
@@ -156,7 +156,7 @@ async def progress_loop(payload: dict[str, Any], ctx: JobContext) -> str:
         _ledger_line(payload["ledger"], ctx, "cancelled")
         raise
     _ledger_line(payload["ledger"], ctx, "end")
-    return "ok"
+    return {"steps": step}
 
 
 def poll_cancel(payload: dict[str, Any], ctx: JobContext) -> str:
