@@ -21,6 +21,8 @@ from workqueue.broker.channel import ScriptChannel, pack
 from workqueue.broker.config import BrokerConfig
 from workqueue.broker.contract import (
     Applied,
+    CancelOutcome,
+    CancelResult,
     Dropped,
     DroppedReason,
     EnqueueResult,
@@ -30,13 +32,14 @@ from workqueue.broker.contract import (
     QueueSettings,
     Recovered,
     RecoveredOutcome,
+    RenewResult,
     ReserveResult,
     WorkerAdvert,
 )
 from workqueue.broker.keys import GlobalKeys, QueueKeys
-from workqueue.broker.reads import ReadModel, _int, _s
+from workqueue.broker.reads import ReadModel, _int, _s, job_info
 from workqueue.broker.scripts import Scripts
-from workqueue.errors import ConfigurationError, QueueLimitError
+from workqueue.errors import ConfigurationError, JobNotFound, QueueLimitError
 from workqueue.job import NewJob, ReservedJob
 
 __all__ = [
@@ -60,12 +63,12 @@ _APPLIED = {a.value.encode(): a for a in Applied}
 _SETTING_FIELDS = ("completed_ttl_ms", "failed_ttl_ms", "max_lost_leases")
 
 
-def _wire_op(op: FinishOp) -> tuple[str, str, str, str, int]:
+def _wire_op(op: FinishOp) -> tuple[str, str, str, str, int, int]:
     """One op as the finish script reads it (Redis's Lua MessagePack has no binary type)."""
     data = op.data
     if isinstance(data, bytes):
         data = data.decode("utf-8", "replace")
-    return (str(op.op), op.job_id, op.token, data, op.delay_ms)
+    return (str(op.op), op.job_id, op.token, data, op.delay_ms, int(op.timed_out))
 
 
 def _ms(seconds: float) -> int:
@@ -306,25 +309,80 @@ class Broker(ReadModel):
             jobs.append(job)
         return result
 
-    async def renew(
-        self, leases: Mapping[str, Sequence[Lease]], *, lease_ms: int
-    ) -> dict[str, list[Lease]]:
-        """Extend leases held under their tokens; returns the leases lost, per queue.
+    async def renew(self, leases: Mapping[str, Sequence[Lease]], *, lease_ms: int) -> RenewResult:
+        """Extend leases held under their tokens; returns the leases lost and the leases
+        whose job is asked to cancel, per queue.
 
         One queue is one plain EVALSHA (one round trip); several go in one pipeline.
         """
+        result = RenewResult()
         queues = [q for q, items in leases.items() if items]
         if not queues:
-            return {}
+            return result
         replies = await self._per_queue(
             queues, lambda q, pipe: self._renew_call(q, leases[q], lease_ms, pipe)
         )
-        lost: dict[str, list[Lease]] = {}
-        for queue, raw in zip(queues, replies, strict=True):
-            if raw:
-                gone = {_s(x) for x in raw}
-                lost[queue] = [lease for lease in leases[queue] if lease.job_id in gone]
-        return lost
+        for queue, (raw_lost, raw_cancel) in zip(queues, replies, strict=True):
+            for ids, into in ((raw_lost, result.lost), (raw_cancel, result.cancel)):
+                if ids:
+                    named = {_s(x) for x in ids}
+                    into[queue] = [lease for lease in leases[queue] if lease.job_id in named]
+        return result
+
+    async def set_progress(self, values: Mapping[str, Sequence[tuple[Lease, str]]]) -> list[str]:
+        """Write progress values into job records, fenced by the lease (``progress.lua``):
+        one script call per queue, one round trip. Returns the ids whose value was refused
+        (their lease is no longer held under that token)."""
+        queues = [q for q, items in values.items() if items]
+        if not queues:
+            return []
+        replies = await self._per_queue(
+            queues, lambda q, pipe: self._progress_call(q, values[q], pipe)
+        )
+        return [_s(x) for raw in replies for x in raw]
+
+    async def _progress_call(
+        self, queue: str, values: Sequence[tuple[Lease, str]], pipe: Any
+    ) -> Any:
+        k = self.keys(queue)
+        keys = [k.leases]
+        args: list[Any] = []
+        for lease, value in values:
+            keys.append(k.job(lease.job_id))
+            args += (lease.job_id, lease.token, value)
+        return await self.scripts.progress(keys=keys, args=args, client=pipe)
+
+    async def cancel(self, job_id: str, queue: str | None = None) -> CancelResult:
+        """Cancel a job (``cancel.lua``, atomic): a queued, scheduled or retrying one ends
+        cancelled now; a running one gets ``cancel`` = 1 (its worker learns it at its next
+        renewal and stops the run); a finished one is left alone (outcome ``finished``).
+        The job is found first (one pipeline over the known queues unless ``queue`` is
+        given); :class:`JobNotFound` when there is none."""
+        if queue is None:
+            found = await self.locate_jobs([job_id])
+            if not found:
+                raise JobNotFound(job_id)
+            queue = found[0].queue
+        k = self.keys(queue)
+        raw = await self.scripts.cancel(
+            keys=[
+                k.queued,
+                k.scheduled,
+                k.retry,
+                k.cancelled,
+                k.stats,
+                k.settings,
+                k.ledger,
+                k.job(job_id),
+            ],
+            args=[job_id, k.idem_prefix, _ms(self.config.failed_ttl_s)],
+        )
+        outcome = _s(raw[0])
+        if outcome == "missing":
+            raise JobNotFound(job_id)
+        flat = raw[2]
+        record = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+        return CancelResult(CancelOutcome(outcome), job_info(job_id, queue, record))
 
     async def _per_queue(
         self, queues: Sequence[str], call: Callable[[str, Any], Awaitable[Any]]
@@ -374,6 +432,7 @@ class Broker(ReadModel):
             k.settings,
             k.ledger,
             k.leases,
+            k.cancelled,
         ]
         keys += [k.job(op.job_id) for op in ops]
         args: list[Any] = [
@@ -434,6 +493,7 @@ class Broker(ReadModel):
             k.ledger,
             k.hk_cursor,
             k.leases,
+            k.cancelled,
         ]
         args: list[Any] = [
             k.job_prefix,
