@@ -390,6 +390,10 @@ class Broker(ReadModel):
         main client's connection settings, no socket timeout (the wait bounds itself)."""
         if self._blocking is None:
             pool = self.redis.connection_pool
+            for_blocking = getattr(pool, "for_blocking", None)  # Sentinel: follows failovers
+            if for_blocking is not None:
+                self._blocking = Redis(connection_pool=for_blocking())
+                return self._blocking
             kwargs = dict(pool.connection_kwargs)
             kwargs["socket_timeout"] = None
             self._blocking = Redis(
