@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 try:
@@ -128,6 +128,11 @@ class ScriptChannel:
     ) -> None:
         conn = await self._connection()
         await self._guarded(conn, commands, replies)
+        for index, reply in enumerate(replies):
+            if isinstance(reply, ReadOnlyError):  # the node was demoted: reconnect (Sentinel
+                del replies[index:]  # asks for the new primary), resend from this command
+                await conn.disconnect(nowait=True)
+                raise RedisConnectionError("the enqueue connection's node is a replica now")
         if script is not None and any(isinstance(r, NoScriptError) for r in replies):
             # Redis restarted or its scripts were flushed: load the script, send those again
             source = script.script

@@ -48,7 +48,7 @@ class SentinelPool(SentinelConnectionPool):
         caller bounds its wait), so it follows a failover as this one does."""
         kwargs = {k: v for k, v in self.connection_kwargs.items() if k != "connection_pool"}
         kwargs["socket_timeout"] = None
-        return SentinelPool(
+        return SentinelPool(  # type: ignore[no-untyped-call]
             self.service_name,
             self.sentinel_manager,
             connection_class=self.connection_class,
@@ -104,7 +104,7 @@ def create_sentinel_redis(
         "password": parsed.sentinel_password,
         **({"ssl": True, **tls} if parsed.tls else {}),
     }
-    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)
+    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     base = SentinelManagedSSLConnection if parsed.tls else SentinelManagedConnection
     redis = sentinel.master_for(
         parsed.master,
