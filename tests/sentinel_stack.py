@@ -186,8 +186,11 @@ class SentinelStack:
 
     def wait_for_failover(self, old: RedisServer | None = None, timeout: float = 30.0) -> None:
         """Wait until every Sentinel names a primary other than ``old`` (default: the node that
-        started as primary) and that node answers as a primary."""
-        old_port = (old or self.primary).port
+        started as primary), that node answers as a primary, and ``old``, if it still runs,
+        has been demoted to a replica (until then it accepts writes that the failover will
+        discard)."""
+        old_node = old or self.primary
+        old_port = old_node.port
 
         def done() -> bool:
             views = [s.master() for s in self.sentinels]
@@ -199,11 +202,20 @@ class SentinelStack:
             new = next(n for n in self.nodes if n.port in ports)
             try:
                 with new.client(socket_timeout=1) as conn:
-                    return bool(conn.info("replication").get("role") == "master")
+                    if conn.info("replication").get("role") != "master":
+                        return False
+                if old_node.proc is None or old_node.proc.poll() is not None:
+                    return True  # the old primary is dead
+                with old_node.client(socket_timeout=1) as conn:
+                    return bool(conn.info("replication").get("role") == "slave")
             except redis.RedisError:
                 return False
 
         self._wait(done, timeout, "the failover")
+
+    def wait_for_replica_link(self, node: RedisServer, timeout: float = 30.0) -> None:
+        """Wait until ``node`` (a demoted primary) replicates from the new primary."""
+        self._wait(lambda: self._link_up(node), timeout, "the demoted node to replicate")
 
     def restart(self, node: RedisServer, timeout: float = 30.0) -> None:
         """Start a killed node again; the Sentinels make it a replica of the new primary."""

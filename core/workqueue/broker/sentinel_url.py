@@ -67,11 +67,11 @@ def _host_port(item: str) -> tuple[str, int]:
             raise _bad(f"malformed address {item!r}")
         port_text = rest[1:] if rest else ""
     else:
+        if item.count(":") > 1:
+            raise _bad(f"malformed address {item!r} (put an IPv6 address in brackets)")
         host, _, port_text = item.partition(":")
         if not host:
             raise _bad(f"no host in Sentinel address {item!r}")
-        if ":" in port_text:
-            raise _bad(f"malformed address {item!r} (put an IPv6 address in brackets)")
     if not port_text:
         return host, DEFAULT_SENTINEL_PORT
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
