@@ -101,6 +101,7 @@ def test_a_killed_primary_under_load(
         stack.close()
     print(
         f"failover under load, durable enqueue {durable}: acknowledged={figures['acked']} "
+        f"(before the kill {figures['before_kill']}) "
         f"completed={figures['completed']} lost={figures['lost']} 503s={figures['refused']}"
     )
 
@@ -152,4 +153,10 @@ def _kill_under_load(
     assert completed + lost == len(ids)
     if durable:
         assert lost == 0, f"{lost} acknowledged jobs lost with durable enqueue"
-    return {"acked": len(ids), "completed": completed, "lost": lost, "refused": load.refused}
+    return {
+        "acked": len(ids),
+        "before_kill": before_kill,
+        "completed": completed,
+        "lost": lost,
+        "refused": load.refused,
+    }
