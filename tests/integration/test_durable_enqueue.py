@@ -192,6 +192,5 @@ def test_the_replica_answers_wait_in_sync(pair: tuple[RedisServer, RedisServer])
     with pair[0].client() as conn:
         conn.set("probe", "1")
         assert conn.wait(1, 1000) == 1
-    with pytest.raises(redis.ResponseError):
-        with pair[1].client() as replica:
-            replica.set("probe", "2")
+    with pytest.raises(redis.ResponseError), pair[1].client() as replica:
+        replica.set("probe", "2")
