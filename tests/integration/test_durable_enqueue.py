@@ -194,3 +194,32 @@ def test_the_replica_answers_wait_in_sync(pair: tuple[RedisServer, RedisServer])
         assert conn.wait(1, 1000) == 1
     with pytest.raises(redis.ResponseError), pair[1].client() as replica:
         replica.set("probe", "2")
+
+
+async def test_an_enqueue_on_a_read_only_replica_reconnects_then_answers_503(
+    installed_test_plugin: None, pair: tuple[RedisServer, RedisServer], key_prefix: str
+) -> None:
+    """READONLY on the enqueue channel (its node was demoted) drops the connection and counts
+    as a connection error: retried on a new connection (under Sentinel: to the new primary),
+    and answered 503 when it persists (not 500)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    config = BrokerConfig(prefix=key_prefix)
+    broker = Broker(create_redis(pair[1].url, retries=1), config)
+    broker._known_queues.add("default")  # straight to the enqueue script
+    client = Client(broker, build_registry(only=[TEST_PLUGIN]))
+    try:
+        with pytest.raises(RedisConnectionError, match="replica"):
+            await client.enqueue("test_echo", {})
+    finally:
+        await client.aclose()
+    settings = ProducerSettings(redis_url=pair[1].url, broker=config)
+    async with AsyncTestClient(create_app(settings, build_registry(only=[TEST_PLUGIN]))) as http:
+        answer = await http.post("/enqueue", json={"type": "test_echo"})
+    assert answer.status_code == 503, answer.text
+
+
+def test_primary_answers_through_sentinel_urls() -> None:
+    from workqueue.broker.sentinel import primary_answers
+
+    assert primary_answers("redis+sentinel://127.0.0.1:1/mymaster", timeout=0.5) is False

@@ -128,11 +128,6 @@ class ScriptChannel:
     ) -> None:
         conn = await self._connection()
         await self._guarded(conn, commands, replies)
-        for index, reply in enumerate(replies):
-            if isinstance(reply, ReadOnlyError):  # the node was demoted: reconnect (Sentinel
-                del replies[index:]  # asks for the new primary), resend from this command
-                await conn.disconnect(nowait=True)
-                raise RedisConnectionError("the enqueue connection's node is a replica now")
         if script is not None and any(isinstance(r, NoScriptError) for r in replies):
             # Redis restarted or its scripts were flushed: load the script, send those again
             source = script.script
@@ -144,6 +139,11 @@ class ScriptChannel:
                 raise again[0]
             for index, reply in zip(retried, again[1:], strict=True):
                 replies[index] = reply
+        for index, reply in enumerate(replies):
+            if isinstance(reply, ReadOnlyError):  # the node was demoted: reconnect (Sentinel
+                del replies[index:]  # asks for the new primary), resend from this command
+                await conn.disconnect(nowait=True)
+                raise RedisConnectionError("the enqueue connection's node is a replica now")
 
     async def _guarded(self, conn: Connection, commands: list[Command], replies: list[Any]) -> None:
         """One exchange; the connection is dropped when it fails or is interrupted."""

@@ -18,6 +18,7 @@ options override).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
@@ -30,12 +31,13 @@ from redis.asyncio.sentinel import (
 )
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workqueue.broker.connection import _safe_connection_class
 from workqueue.broker.sentinel_url import SentinelURL, parse_sentinel_url
 
-__all__ = ["SentinelPool", "SentinelRedis", "create_sentinel_redis"]
+__all__ = ["SentinelPool", "SentinelRedis", "create_sentinel_redis", "primary_answers"]
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 
@@ -127,3 +129,22 @@ def create_sentinel_redis(
     assert isinstance(redis, SentinelRedis)
     redis._sentinel = sentinel
     return redis
+
+
+def primary_answers(url: str, timeout: float = 1.0) -> bool:
+    """Whether the Sentinels of ``url`` name a primary that answers PING (synchronous: for
+    ``workqueue up``, outside any event loop)."""
+
+    async def ping() -> bool:
+        client = create_sentinel_redis(
+            url, socket_timeout=timeout, connect_timeout=timeout, retries=0
+        )
+        try:
+            return bool(await client.ping())
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(ping())
+    except (RedisError, OSError):
+        return False
