@@ -17,30 +17,91 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import redis
 from redis_server import RedisServer, free_port
 
-__all__ = ["MASTER_NAME", "SentinelStack", "start_sentinel_stack"]
+__all__ = ["MASTER_NAME", "SentinelStack", "StackTls", "start_sentinel_stack"]
 
 MASTER_NAME = "mymaster"
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 2000
 
 
+@dataclass(frozen=True)
+class StackTls:
+    """PEM files for a TLS-only stack: the CA, and a server certificate (naming 127.0.0.1:
+    the Sentinels report the primary by IP address) with its key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_args(self) -> list[str]:
+        return [
+            "--tls-cert-file", str(self.cert),
+            "--tls-key-file", str(self.key),
+            "--tls-ca-cert-file", str(self.ca),
+            "--tls-auth-clients", "no",
+            "--tls-replication", "yes",
+        ]  # fmt: skip
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {"ssl": True, "ssl_ca_certs": str(self.ca), "ssl_check_hostname": False}
+
+
+class StackNode(RedisServer):
+    """A data node; TLS-only (``--port 0 --tls-port PORT``) when the stack has TLS."""
+
+    def __init__(self, directory: Path, tls: StackTls | None, **kwargs: Any) -> None:
+        super().__init__(directory, **kwargs)
+        self.tls = tls
+        if tls is not None:
+            self.extra_args = ["--port", "0", "--tls-port", str(self.port), *tls.server_args()]
+            self.extra_args += kwargs.get("extra_args", [])
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        tls = self.tls.client_kwargs() if self.tls is not None else {}
+        return super().client(**tls, **kwargs)
+
+
 class SentinelNode:
     """One ``redis-server --sentinel`` process with its own config file."""
 
-    def __init__(self, directory: Path, primary_port: int, *, password: str | None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        primary_port: int,
+        *,
+        password: str | None,
+        sentinel_password: str | None = None,
+        tls: StackTls | None = None,
+    ) -> None:
         self.directory = directory
         self.port = free_port()
+        self.tls = tls
+        self.sentinel_password = sentinel_password
         self.config = directory / f"sentinel-{self.port}.conf"
         auth = [f"sentinel auth-pass {MASTER_NAME} {password}"] if password else []
+        if sentinel_password:  # its own login, and the one it uses with the other Sentinels
+            auth += [
+                f"requirepass {sentinel_password}",
+                f"sentinel sentinel-pass {sentinel_password}",
+            ]
+        if tls is not None:
+            args = tls.server_args()
+            ports = ["port 0", f"tls-port {self.port}"]
+            ports += [f"{args[i][2:]} {args[i + 1]}" for i in range(0, len(args), 2)]
+        else:
+            ports = [f"port {self.port}"]
         self.config.write_text(
             "\n".join(
                 [
-                    f"port {self.port}",
+                    *ports,
                     "bind 127.0.0.1",
                     f"dir {directory}",
                     f"logfile {directory / f'sentinel-{self.port}.log'}",
@@ -63,7 +124,14 @@ class SentinelNode:
         )
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=1, decode_responses=True)
+        tls = self.tls.client_kwargs() if self.tls is not None else {}
+        return redis.Redis(
+            port=self.port,
+            socket_timeout=1,
+            decode_responses=True,
+            password=self.sentinel_password,
+            **tls,
+        )
 
     def master(self) -> dict[str, object] | None:
         """This Sentinel's view of the monitored primary (None when it does not answer)."""
@@ -85,9 +153,18 @@ class SentinelNode:
 class SentinelStack:
     """A primary, its replica and three Sentinels; see the module docstring."""
 
-    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        tls: StackTls | None = None,
+    ) -> None:
         self.directory = directory
         self.password = password
+        self.sentinel_password = sentinel_password
+        self.tls = tls
         first = directory / "node-a"
         second = directory / "node-b"
         first.mkdir(parents=True)
@@ -95,9 +172,10 @@ class SentinelStack:
         auth = ["--masterauth", password] if password else []
         #: the node that starts as the primary (the names keep their first roles: after a
         #: failover ``current_primary()`` says which one leads)
-        self.primary = RedisServer(first, appendonly=False, password=password, extra_args=auth)
-        self.replica = RedisServer(
+        self.primary = StackNode(first, tls, appendonly=False, password=password, extra_args=auth)
+        self.replica = StackNode(
             second,
+            tls,
             appendonly=False,
             password=password,
             extra_args=[*auth, "--replicaof", "127.0.0.1", str(self.primary.port)],
@@ -109,7 +187,14 @@ class SentinelStack:
         """``redis+sentinel://`` naming the three Sentinels, the master name and db 0."""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         auth = f":{self.password}@" if self.password else ""
-        return f"redis+sentinel://{auth}{hosts}/{MASTER_NAME}/0"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        options = []
+        if self.tls:
+            options.append(f"ssl_ca_certs={quote(str(self.tls.ca))}")
+        if self.sentinel_password:
+            options.append(f"sentinel_password={quote(self.sentinel_password)}")
+        query = f"?{'&'.join(options)}" if options else ""
+        return f"{scheme}://{auth}{hosts}/{MASTER_NAME}/0{query}"
 
     @property
     def nodes(self) -> list[RedisServer]:
@@ -120,7 +205,13 @@ class SentinelStack:
         self.replica.start()
         self._wait(lambda: self._link_up(self.replica), timeout, "the replica in sync")
         for _ in range(3):
-            node = SentinelNode(self.directory, self.primary.port, password=self.password)
+            node = SentinelNode(
+                self.directory,
+                self.primary.port,
+                password=self.password,
+                sentinel_password=self.sentinel_password,
+                tls=self.tls,
+            )
             node.start()
             self.sentinels.append(node)
         self._wait(self._agreed, timeout, "the Sentinels to agree")
@@ -232,10 +323,20 @@ class SentinelStack:
                 node.close()
 
 
-def start_sentinel_stack(tmp_path: Path, *, password: str | None = None) -> SentinelStack:
+def start_sentinel_stack(
+    tmp_path: Path,
+    *,
+    password: str | None = None,
+    sentinel_password: str | None = None,
+    tls: StackTls | None = None,
+) -> SentinelStack:
     """Start a primary, a replica and three Sentinels under ``tmp_path``; wait until the
-    Sentinels agree. The caller must ``close()`` it."""
-    stack = SentinelStack(tmp_path / "sentinel-stack", password=password)
+    Sentinels agree. The caller must ``close()`` it. ``password``: the data nodes'
+    ``requirepass`` (and the Sentinels' ``auth-pass``); ``sentinel_password``: the Sentinels'
+    own ``requirepass``; ``tls``: every process speaks TLS only."""
+    stack = SentinelStack(
+        tmp_path / "sentinel-stack", password=password, sentinel_password=sentinel_password, tls=tls
+    )
     try:
         stack.start()
     except BaseException:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sentinel_stack import SentinelStack, start_sentinel_stack
+import redis.exceptions
+from sentinel_stack import SentinelStack, StackTls, start_sentinel_stack
 from wq_testkit import TEST_PLUGIN
 
 from workqueue.broker import Broker, BrokerConfig
@@ -29,6 +30,7 @@ from workqueue.client import Client
 from workqueue.registry import build_registry
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "faults"))
+from infra_support import make_tls_files
 from services import Services, read_ledger
 
 pytestmark = pytest.mark.slow
@@ -202,3 +204,40 @@ def test_the_cli_works_through_sentinel(stack: SentinelStack, key_prefix: str) -
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+async def test_tls_and_logins_for_the_data_nodes_and_the_sentinels(
+    installed_test_plugin: None, tmp_path: Path, key_prefix: str
+) -> None:
+    """``rediss+sentinel://``: the Sentinels and the data nodes speak TLS only, the data nodes
+    want a password (the URL's) and the Sentinels one of their own (``sentinel_password``).
+    The certificate is verified: without the private CA the client is refused."""
+    files = make_tls_files(tmp_path / "tls", "localhost", "127.0.0.1")
+    stack = start_sentinel_stack(
+        tmp_path,
+        password="data-secret",
+        sentinel_password="watch-secret",
+        tls=StackTls(files.ca, files.cert, files.key),
+    )
+    try:
+        assert stack.url.startswith("rediss+sentinel://:data-secret@")
+        broker = Broker(create_redis(stack.url), BrokerConfig(prefix=key_prefix))
+        client = Client(broker, build_registry(only=[TEST_PLUGIN]))
+        try:
+            job = await client.enqueue("test_echo", {"tls": True}, queue="t1")
+            assert (await broker.get_job(job.id)).status == "queued"
+            assert await _woken_by_enqueue(broker, client, "t2")
+        finally:
+            await client.aclose()
+        for bad_url in (
+            stack.url.replace("watch-secret", "wrong"),  # the Sentinels refuse the login
+            stack.url.split("?")[0] + "?sentinel_password=watch-secret",  # no CA: not trusted
+        ):
+            refused = create_redis(bad_url, retries=0, connect_timeout=1)
+            try:
+                with pytest.raises(redis.exceptions.ConnectionError):
+                    await refused.ping()
+            finally:
+                await refused.aclose()
+    finally:
+        stack.close()
