@@ -23,7 +23,7 @@ from sentinel_stack import SentinelStack, StackTls, start_sentinel_stack
 from wq_testkit import TEST_PLUGIN
 
 from workqueue.broker import Broker, BrokerConfig
-from workqueue.broker.connection import create_redis
+from workqueue.broker.connection import create_redis, setup_problem
 from workqueue.broker.contract import FinishOp, OpKind
 from workqueue.broker.sentinel import SentinelPool
 from workqueue.client import Client
@@ -229,14 +229,21 @@ async def test_tls_and_logins_for_the_data_nodes_and_the_sentinels(
             assert await _woken_by_enqueue(broker, client, "t2")
         finally:
             await client.aclose()
-        for bad_url in (
-            stack.url.replace("watch-secret", "wrong"),  # the Sentinels refuse the login
-            stack.url.split("?")[0] + "?sentinel_password=watch-secret",  # no CA: not trusted
+        for bad_url, problem in (
+            # the Sentinels refuse the login: said so (workers log it as a set-up problem)
+            (stack.url.replace("watch-secret", "wrong"), "Redis refused the login"),
+            # no CA: the certificate is not trusted
+            (
+                stack.url.split("?")[0] + "?sentinel_password=watch-secret",
+                "the TLS handshake with Redis failed",
+            ),
         ):
             refused = create_redis(bad_url, retries=0, connect_timeout=1)
             try:
-                with pytest.raises(redis.exceptions.ConnectionError):
+                with pytest.raises(redis.exceptions.ConnectionError) as caught:
                     await refused.ping()
+                assert (setup_problem(caught.value) or "").startswith(problem), str(caught.value)
+                assert "secret" not in str(caught.value)
             finally:
                 await refused.aclose()
     finally:

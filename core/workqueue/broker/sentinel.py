@@ -24,14 +24,15 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import (
+    MasterNotFoundError,
     Sentinel,
     SentinelConnectionPool,
     SentinelManagedConnection,
     SentinelManagedSSLConnection,
 )
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workqueue.broker.connection import _safe_connection_class
@@ -58,6 +59,36 @@ class SentinelPool(SentinelConnectionPool):
             is_master=True,
             **kwargs,
         )
+
+
+class _Sentinel(Sentinel):
+    """redis-py's Sentinel client, whose "no primary found" error keeps its cause: a login the
+    Sentinels refused is an :class:`AuthenticationError`, and a failed TLS handshake stays in
+    the error's chain, so :func:`~workqueue.broker.connection.setup_problem` can name them."""
+
+    async def discover_master(self, service_name: str) -> Any:
+        errors: list[RedisError] = []
+        for index, sentinel in enumerate(self.sentinels):
+            try:
+                masters = await sentinel.sentinel_masters()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                errors.append(exc)
+                continue
+            state = masters.get(service_name) if isinstance(masters, dict) else None
+            if state and self.check_master_state(state, service_name):
+                # ask this Sentinel first next time
+                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+        refused = next((e for e in errors if isinstance(e, AuthenticationError)), None)
+        if refused is not None:
+            raise AuthenticationError(
+                "the Sentinels refused the login: check sentinel_username and "
+                "sentinel_password in the Redis URL"
+            ) from refused
+        raise MasterNotFoundError(
+            f"no primary found for {service_name!r}: {len(errors)} of {len(self.sentinels)} "
+            "Sentinels unreachable, the others name no live primary"
+        ) from (errors[-1] if errors else None)
 
 
 class SentinelRedis(Redis):
@@ -106,7 +137,7 @@ def create_sentinel_redis(
         "password": parsed.sentinel_password,
         **({"ssl": True, **tls} if parsed.tls else {}),
     }
-    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    sentinel = _Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     base = SentinelManagedSSLConnection if parsed.tls else SentinelManagedConnection
     redis = sentinel.master_for(
         parsed.master,
