@@ -1,17 +1,17 @@
-"""The primary is SIGKILLed under enqueue load (Sentinel failover), with and without durable
-enqueue (SPEC section 10).
+"""A Sentinel failover under enqueue load, with and without durable enqueue (SPEC section 10).
 
 Set-up: tests/sentinel_stack.py (a primary, a replica, three Sentinels); a producer and a worker
 subprocess on the ``redis+sentinel://`` URL; four threads POST /enqueue as fast as they can,
 each task with its own Idempotency-Key, retrying 503s and broken connections with the same key.
-Mid-load the primary is SIGKILLed; the Sentinels promote the replica; the killed node is started
-again and rejoins as a replica (with durable enqueue, 202s resume only then: the new primary
-has no replica before).
+Mid-load either the primary is SIGKILLed (the Sentinels promote the replica; the killed node is
+started again and rejoins as a replica: with durable enqueue, 202s resume only then, the new
+primary has no replica before), or ``SENTINEL FAILOVER`` promotes the replica while the old
+primary still runs (it accepts writes until the Sentinels demote it; those are discarded).
 
 - ``--durable-enqueue 1``: every job acknowledged (202, or 200 for a retry) completes: none lost;
   every retry of a key answered the same job.
-- ``--durable-enqueue 0``: a job acknowledged by the old primary but not yet on its replica
-  when it died is gone. How many is measured and printed (on one host the replica is
+- ``--durable-enqueue 0``: a job acknowledged by the old primary but not on the promoted
+  replica is gone. How many is measured and printed (on one host the replica is
   microseconds behind, so often 0); the test checks only that every acknowledged job is
   accounted for (completed or missing), nothing else is asserted about the loss.
 """
@@ -89,25 +89,26 @@ def _statuses(stack: SentinelStack, prefix: str, ids: list[str]) -> list[str | N
         return [s.decode() if s else None for s in pipe.execute()]
 
 
+@pytest.mark.parametrize("how", ["kill", "failover"])
 @pytest.mark.parametrize("durable", [1, 0])
-def test_a_killed_primary_under_load(
-    durable: int, services: Services, key_prefix: str, tmp_path: Path
+def test_a_failover_under_load(
+    durable: int, how: str, services: Services, key_prefix: str, tmp_path: Path
 ) -> None:
     stack = start_sentinel_stack(tmp_path)
     try:
-        figures = _kill_under_load(stack, services, key_prefix, durable)
+        figures = _failover_under_load(stack, services, key_prefix, durable, how)
     finally:
         services.stop_all()
         stack.close()
     print(
-        f"failover under load, durable enqueue {durable}: acknowledged={figures['acked']} "
+        f"{how} under load, durable enqueue {durable}: acknowledged={figures['acked']} "
         f"(before the kill {figures['before_kill']}) "
         f"completed={figures['completed']} lost={figures['lost']} 503s={figures['refused']}"
     )
 
 
-def _kill_under_load(
-    stack: SentinelStack, services: Services, prefix: str, durable: int
+def _failover_under_load(
+    stack: SentinelStack, services: Services, prefix: str, durable: int, how: str
 ) -> dict[str, int]:
     env = {"WORKQUEUE_DURABLE_ENQUEUE": str(durable), "WORKQUEUE_DURABLE_TIMEOUT": "0.5"}
     producer = services.producer(stack.url, env=env)
@@ -122,9 +123,14 @@ def _kill_under_load(
         with load.lock:
             before_kill = len(load.acked)
         assert before_kill > 0, producer.log()[-3000:]
-        killed = stack.kill_primary()
-        stack.wait_for_failover(killed)
-        stack.restart(killed)  # a replica again: durable 202s resume
+        if how == "kill":
+            killed = stack.kill_primary()
+            stack.wait_for_failover(killed)
+            stack.restart(killed)  # a replica again: durable 202s resume
+        else:  # SENTINEL FAILOVER: the old primary takes writes until it is demoted
+            old = stack.failover()
+            stack.wait_for_failover(old)
+            stack.wait_for_replica_link(old)
         resumed = len(load.acked)
         deadline = time.monotonic() + 30
         while len(load.acked) < resumed + 50:
