@@ -18,6 +18,7 @@ primary still runs (it accepts writes until the Sentinels demote it; those are d
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -27,8 +28,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from infra_support import Forwarder, RedisFactory, wait_for
 from sentinel_stack import SentinelStack, start_sentinel_stack
 from services import Services
+
+from workqueue.broker import Broker, BrokerConfig
+from workqueue.broker.connection import create_redis
+from workqueue.job import NewJob
 
 pytestmark = pytest.mark.slow
 
@@ -166,3 +172,66 @@ def _failover_under_load(
         "lost": lost,
         "refused": load.refused,
     }
+
+
+async def test_a_wait_answered_by_another_primary_does_not_confirm_lost_writes(
+    redis_factory: RedisFactory, key_prefix: str
+) -> None:
+    """The connection breaks while ``WAIT`` runs, after the enqueue script was answered, and
+    the channel reconnects to ANOTHER primary (a failover; here a forwarder switched from A to
+    B). ``WAIT`` sent there alone would confirm writes that B never had. The durable path sees
+    the resend and writes the calls again on B before waiting: when ``enqueue`` returns, the
+    jobs are on B and on B's replica."""
+    debug = ["--enable-debug-command", "yes"]
+    a = redis_factory(appendonly=False)
+    a_replica = redis_factory(
+        appendonly=False, extra_args=["--replicaof", "127.0.0.1", str(a.port), *debug]
+    )
+    b = redis_factory(appendonly=False)
+    b_replica = redis_factory(
+        appendonly=False, extra_args=["--replicaof", "127.0.0.1", str(b.port)]
+    )
+    for replica in (a_replica, b_replica):
+        with replica.client() as conn:
+            wait_for(
+                lambda conn=conn: conn.info("replication").get("master_link_status") == "up",
+                timeout=20,
+                what="replica in sync",
+            )
+    fwd = Forwarder(a.port)
+    config = BrokerConfig(prefix=key_prefix, durable_enqueue=1, durable_timeout_s=1.5)
+    broker = Broker(create_redis(f"redis://127.0.0.1:{fwd.port}/0", retries=3), config)
+    try:
+        for server in (a, b):  # the queue registered on both, the script loaded on A
+            with server.client() as conn:
+                conn.sadd(f"{key_prefix}:queues", "default")
+        await broker.enqueue([_job()])
+        jobs = [_job() for _ in range(3)]
+
+        def sleep_replica() -> None:  # A's replica acknowledges nothing for 2 s
+            with a_replica.client(socket_timeout=10) as conn:
+                conn.execute_command("DEBUG", "SLEEP", 2)
+
+        sleeper = threading.Thread(target=sleep_replica)
+        sleeper.start()
+        await asyncio.sleep(0.1)
+        writing = asyncio.create_task(broker.enqueue(jobs))
+        await asyncio.sleep(0.5)  # the script answered by A, WAIT blocked (A's replica sleeps)
+        with a.client() as conn:
+            assert all(conn.exists(f"{key_prefix}:{{default}}:job:{j.id}") for j in jobs)
+        await asyncio.to_thread(fwd.point_to, b.port)  # "failover": new connections reach B
+        answers = await writing
+        sleeper.join()
+        assert [r.id for r in answers] == [j.id for j in jobs]
+        with b.client() as conn:
+            assert all(conn.exists(f"{key_prefix}:{{default}}:job:{j.id}") for j in jobs)
+            assert conn.wait(1, 1000) == 1
+        with b_replica.client() as conn:
+            assert all(conn.exists(f"{key_prefix}:{{default}}:job:{j.id}") for j in jobs)
+    finally:
+        await broker.aclose()
+        fwd.close()
+
+
+def _job() -> NewJob:
+    return NewJob(uuid.uuid4().hex, "test_echo", "default", b"{}", 0, 10.0)
