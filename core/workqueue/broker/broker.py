@@ -198,13 +198,14 @@ class Broker(ReadModel):
         """The enqueue calls, then ``WAIT N timeout`` on the same connection: the replies of
         the calls and how many replicas acknowledged every write before the WAIT.
 
-        ``WAIT`` counts the replicas that reached this connection's last propagated write.
-        It proves nothing when a call was sent again on a new connection (a write answered on
-        the old one may be lost with a failed primary) or when a call was a replay (its mark
-        existed: it wrote nothing, so a job written by an earlier call may still be
-        unreplicated). Then a second round sends every call again (they are idempotent:
-        a lost write is written afresh), refreshes each call's mark (a write that is always
-        propagated, after the jobs' writes) and waits again; at most 3 rounds.
+        ``WAIT`` counts the replicas that reached the replication offset of this connection's
+        last command (Redis 7.0 records it on every command; some versions only on writes).
+        It proves nothing when a command was sent again on a new connection (a write answered
+        on the old one may be lost with a failed primary), and on servers that record only
+        writes, nothing when a call was a replay (its mark existed: it wrote nothing, and a job
+        written by an earlier call may be unreplicated). Then a second round sends every call
+        again (they are idempotent: a lost write is written afresh), refreshes each call's
+        mark (a write, after the jobs' writes) and waits again; at most 3 rounds.
         """
         c = self.config
         wait = partial(pack, ("WAIT", c.durable_enqueue, max(1, _ms(c.durable_timeout_s))))
