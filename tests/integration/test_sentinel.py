@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.exceptions
+from redis_server import free_port
 from sentinel_stack import SentinelStack, StackTls, start_sentinel_stack
 from wq_testkit import TEST_PLUGIN
 
@@ -150,7 +151,7 @@ def test_producer_and_worker_processes_survive_a_killed_primary(
 def _run_through_a_kill(stack: SentinelStack, services: Services, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.jsonl"
     producer = services.producer(stack.url)
-    worker = services.worker(stack.url, "--concurrency", "4", lease=3.0)
+    worker = services.worker(stack.url, "--concurrency", "4", lease=3.0, metrics_port=free_port())
 
     def enqueue(n: int) -> list[str]:
         ids = []
@@ -185,6 +186,9 @@ def _run_through_a_kill(stack: SentinelStack, services: Services, tmp_path: Path
     assert worker.log_file.read_text().count("worker started") == 1
     runs = read_ledger(ledger)
     assert set(before + after) <= set(runs)
+    assert worker.url is not None  # the metrics read the new primary (system-wide figures)
+    metrics = httpx.get(f"{worker.url}/metrics", timeout=5).json()
+    assert metrics["jobs_done"] >= len(before + after), metrics
     stack.restart(killed)  # back as a replica of the new primary, for the next tests
 
 
