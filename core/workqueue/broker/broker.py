@@ -39,7 +39,7 @@ from workqueue.broker.contract import (
 from workqueue.broker.keys import GlobalKeys, QueueKeys
 from workqueue.broker.reads import ReadModel, _int, _s, job_info
 from workqueue.broker.scripts import Scripts
-from workqueue.errors import ConfigurationError, JobNotFound, QueueLimitError
+from workqueue.errors import ConfigurationError, DurabilityError, JobNotFound, QueueLimitError
 from workqueue.job import NewJob, ReservedJob
 
 __all__ = [
@@ -96,6 +96,13 @@ class Broker(ReadModel):
         self._keys_cache: dict[str, QueueKeys] = {}
         #: the enqueue path's own connection (plain clients; others go through redis-py)
         self._channel = ScriptChannel(redis) if hasattr(redis, "connection_pool") else None
+        if self.config.durable_enqueue and self._channel is not None:
+            socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+            if socket_timeout and self.config.durable_timeout_s >= socket_timeout:
+                raise ConfigurationError(
+                    f"durable timeout ({self.config.durable_timeout_s:g} s) must be shorter "
+                    f"than the Redis socket timeout ({socket_timeout:g} s)"
+                )
         #: the connection ``wait_for_work`` blocks on (made on first use unless given)
         self._blocking = blocking
         self._own_blocking = blocking is None
@@ -154,12 +161,18 @@ class Broker(ReadModel):
                 chunk = indexes[at : at + ENQUEUE_CHUNK]
                 plan.append(chunk)
                 calls.append((queue, [jobs[i] for i in chunk]))
+        acked: int | None = None
         if self._channel is not None:
             commands: list[Callable[[], bytes]] = [
                 partial(self._pack_enqueue, queue, batch) for queue, batch in calls
             ]
-            replies = await self._channel.execute(commands, self.scripts.enqueue)
+            if self.config.durable_enqueue:
+                replies, acked = await self._enqueue_durably(self._channel, commands, calls)
+            else:
+                replies = await self._channel.execute(commands, self.scripts.enqueue)
         else:
+            if self.config.durable_enqueue:
+                raise ConfigurationError("durable enqueue needs the enqueue channel")
             replies = []
             for queue, batch in calls:
                 keys, args = self._enqueue_args(queue, batch)
@@ -169,7 +182,62 @@ class Broker(ReadModel):
             if isinstance(raw, Exception):
                 raise raw
             self._collect(raw, indexes, results, jobs)
-        return [r for r in results if r is not None]
+        answers = [r for r in results if r is not None]
+        if acked is not None and acked < self.config.durable_enqueue:
+            c = self.config
+            raise DurabilityError(
+                c.durable_enqueue, acked, c.durable_timeout_s, [r.id for r in answers]
+            )
+        return answers
+
+    # -- durable enqueue (WAIT) ----------------------------------------------------------------
+
+    async def _enqueue_durably(
+        self,
+        channel: ScriptChannel,
+        commands: list[Callable[[], bytes]],
+        calls: list[tuple[str, list[NewJob]]],
+    ) -> tuple[list[Any], int]:
+        """The enqueue calls, then ``WAIT N timeout`` on the same connection: the replies of
+        the calls and how many replicas acknowledged every write before the WAIT.
+
+        ``WAIT`` counts the replicas that reached the replication offset of this connection's
+        last command (Redis 7.0 records it on every command; some versions only on writes).
+        It proves nothing when a command was sent again on a new connection (a write answered
+        on the old one may be lost with a failed primary), and on servers that record only
+        writes, nothing when a call was a replay (its mark existed: it wrote nothing, and a job
+        written by an earlier call may be unreplicated). Then a second round sends every call
+        again (they are idempotent: a lost write is written afresh), refreshes each call's
+        mark (a write, after the jobs' writes) and waits again; at most 3 rounds.
+        """
+        c = self.config
+        wait = partial(pack, ("WAIT", c.durable_enqueue, max(1, _ms(c.durable_timeout_s))))
+        first: list[Any] | None = None
+        acked = 0
+        for round_number in range(3):
+            sent = [_Counted(command) for command in commands]
+            if round_number:
+                sent += [
+                    _Counted(partial(pack, ("PEXPIRE", self._mark(queue, batch), 60000)))
+                    for queue, batch in calls
+                ]
+            sent.append(_Counted(wait))
+            replies = await channel.execute(list(sent), self.scripts.enqueue)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            if first is None:
+                first = replies[: len(commands)]
+            acked = int(replies[-1])
+            resent = any(command.packs > 1 for command in sent)
+            replayed = any(int(raw[1]) for raw in replies[: len(commands)])
+            # from the second round on the calls are replays: the marks' refresh covers them
+            if not resent and (round_number or not replayed):
+                break
+        else:
+            acked = 0  # the connection kept breaking: nothing confirmed
+        assert first is not None
+        return first, acked
 
     async def _register_queues(self, queues: Sequence[str]) -> None:
         raw = await self.scripts.register_queues(
@@ -208,10 +276,14 @@ class Broker(ReadModel):
         for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint in shapes:
             args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
         args += tail
-        # The call's mark is named after its jobs (random ids), so the same call repeated -
-        # the channel resending it, the client retrying it - finds the mark of the first.
-        mark = k.enqueue_mark(f"{jobs[0].id}.{len(jobs)}")
+        mark = self._mark(queue, jobs)
         return [k.queued, k.scheduled, k.notify, k.stats, k.ledger, mark], args
+
+    def _mark(self, queue: str, jobs: Sequence[NewJob]) -> str:
+        """The key of an enqueue call's mark. It is named after the call's jobs (random ids),
+        so the same call repeated - the channel resending it, the client retrying it - finds
+        the mark of the first."""
+        return self.keys(queue).enqueue_mark(f"{jobs[0].id}.{len(jobs)}")
 
     def _pack_enqueue(self, queue: str, jobs: Sequence[NewJob]) -> bytes:
         keys, args = self._enqueue_args(queue, jobs)
@@ -449,6 +521,10 @@ class Broker(ReadModel):
         main client's connection settings, no socket timeout (the wait bounds itself)."""
         if self._blocking is None:
             pool = self.redis.connection_pool
+            for_blocking = getattr(pool, "for_blocking", None)  # Sentinel: follows failovers
+            if for_blocking is not None:
+                self._blocking = Redis(connection_pool=for_blocking())
+                return self._blocking
             kwargs = dict(pool.connection_kwargs)
             kwargs["socket_timeout"] = None
             self._blocking = Redis(
@@ -637,6 +713,21 @@ class Broker(ReadModel):
             args=[NOTIFY_CAP, *job_ids],
         )
         return [_s(x) for x in raw]
+
+
+class _Counted:
+    """A command that counts how often it was packed (more than once: it was sent again,
+    on a new connection)."""
+
+    __slots__ = ("command", "packs")
+
+    def __init__(self, command: Callable[[], bytes]) -> None:
+        self.command = command
+        self.packs = 0
+
+    def __call__(self) -> bytes:
+        self.packs += 1
+        return self.command()
 
 
 def _reserved_job_leniently(queue: str, fields: list[Any]) -> ReservedJob:
