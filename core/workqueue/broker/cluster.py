@@ -225,6 +225,14 @@ class NodeClients:
             channel = self._channels[name] = ScriptChannel(self.client(name))
         return channel
 
+    async def groups(self, keys: Sequence[str]) -> dict[str, list[int]]:
+        """The indexes of ``keys`` grouped by the master of their slot (``host:port``)."""
+        await self.ready()
+        found: dict[str, list[int]] = {}
+        for index, key in enumerate(keys):
+            found.setdefault(self.node_name(key), []).append(index)
+        return found
+
     async def execute_grouped(
         self,
         items: Sequence[tuple[str, Command]],
@@ -239,10 +247,7 @@ class NodeClients:
         ``fallback(index)`` through the cluster client (which follows redirections and
         refreshes its slot map). Callers only send commands that are safe to repeat.
         """
-        await self.ready()
-        groups: dict[str, list[int]] = {}
-        for index, (key, _) in enumerate(items):
-            groups.setdefault(self.node_name(key), []).append(index)
+        groups = await self.groups([key for key, _ in items])
         replies: list[Any] = [None] * len(items)
 
         async def one(name: str, indexes: list[int]) -> None:
