@@ -1,5 +1,6 @@
 """The integration essentials on every Redis topology: one shared Redis, a Redis Cluster (3
-masters with one replica each), and (hook, wired by the lead) Sentinel.
+masters with one replica each: tests/cluster_stack.py) and a Sentinel-managed primary with a
+replica and three Sentinels (tests/sentinel_stack.py).
 
 Each test runs once per stack (the ``stack`` fixture's params): enqueue, batch enqueue, a worker
 subprocess running jobs, retries, delayed jobs, idempotency, SIGKILL recovery, a long job whose
@@ -84,8 +85,8 @@ STACKS: dict[str, Callable[[Path], RunningStack]] = {
     "cluster": _cluster,
     "sentinel": _sentinel,
 }
-#: the stacks every test here runs on (the lead adds "sentinel" once tests/sentinel_stack.py is in)
-PARAMS = ["single", "cluster"]
+#: the stacks every test here runs on
+PARAMS = ["single", "cluster", "sentinel"]
 
 #: candidate queue names; on a cluster, the first three whose slots are on three masters are used
 _CANDIDATES = [f"q{n}" for n in range(64)]
@@ -481,3 +482,30 @@ def test_producer_over_http(stack: Stack, tmp_path: Path) -> None:
                 assert shown.status_code == 200 and shown.json()["status"] == "queued"
     finally:
         producer.stop()
+
+
+async def test_durable_enqueue_waits_for_each_master_replica(stack: Stack) -> None:
+    # On the cluster every master has one replica: WAIT 1 on each master's channel answers 1.
+    # The shared single Redis has no replica: the write is refused as not durable.
+    from workqueue.errors import DurabilityError
+
+    config = BrokerConfig(prefix=stack.prefix, durable_enqueue=1, durable_timeout_s=0.5)
+    broker = Broker(create_redis(stack.url), config)
+    try:
+        jobs = [
+            NewJob(uuid.uuid4().hex, "test_echo", stack.queues[i % 3], b"{}", 0, 5.0)
+            for i in range(30)
+        ]
+        if stack.name == "single":
+            with pytest.raises(DurabilityError) as refused:
+                await broker.enqueue(jobs)
+            assert refused.value.acked == 0
+            return
+        results = await broker.enqueue(jobs)
+        assert [r.status for r in results] == ["queued"] * 30
+        again = await broker.enqueue(jobs)  # a repeat: the same jobs, acknowledged again
+        assert all(r.duplicate for r in again)
+        for q in stack.queues:
+            assert (await broker.queue_stats(q))["queued"] == 10
+    finally:
+        await broker.aclose()
