@@ -509,3 +509,35 @@ async def test_durable_enqueue_waits_for_each_master_replica(stack: Stack) -> No
             assert (await broker.queue_stats(q))["queued"] == 10
     finally:
         await broker.aclose()
+
+
+async def test_progress_and_cancel_of_running_jobs_on_every_master(
+    stack: Stack, client: Client, workers: WorkerProcs, tmp_path: Path
+) -> None:
+    # Given one running job per queue reporting progress (renew and progress calls of the
+    # three queues go to three masters on the cluster)
+    from workqueue.broker.contract import CancelOutcome
+
+    workers.start(*_all_queues(stack), "--concurrency", "4", lease=3.0)
+    jobs = [
+        await client.enqueue(
+            "test_progress_loop", {"ledger": str(tmp_path / f"{q}.jsonl"), "seconds": 60}, queue=q
+        )
+        for q in stack.queues
+    ]
+    deadline = time.monotonic() + 20
+    for job in jobs:
+        while True:
+            info = await client.get_job(job.id)
+            if isinstance(info.progress, dict) and info.progress.get("step", 0) > 1:
+                break
+            assert time.monotonic() < deadline, info
+            await asyncio.sleep(0.1)
+    # When each is cancelled, then each ends cancelled (learned through its renewal)
+    for job in jobs:
+        assert (await client.cancel(job.id)).outcome == CancelOutcome.CANCELLING
+    for job in jobs:
+        info = await wait_for(client, job.id, {"cancelled", "failed", "completed"})
+        assert info.status == "cancelled" and info.attempts == 1, info
+    figures = await client.broker.figures()
+    assert sum(row.counters.get("cancelled", 0) for row in figures.queues) == 3
