@@ -190,6 +190,7 @@ class Broker(ReadModel):
                 job.run_at_ms,
                 job.idempotency_key,
                 job.fingerprint,
+                job.limit_key,
             )
             number = shapes.get(shape)
             if number is None:
@@ -202,8 +203,9 @@ class Broker(ReadModel):
             NOTIFY_CAP,
             len(shapes),
         ]
-        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint in shapes:
+        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint, lkey in shapes:
             args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
+            args.append(lkey)  # limit_key (SPEC 12)
         args += tail
         # The call's mark is named after its jobs (random ids), so the same call repeated -
         # the channel resending it, the client retrying it - finds the mark of the first.

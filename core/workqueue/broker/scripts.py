@@ -24,6 +24,12 @@ SCRIPT_NAMES = (
     "purge",
     "heartbeat",
     "register_queues",
+    "limit_acquire",
+    "limit_release",
+    "limit_renew",
+    "limit_flush",
+    "defer",
+    "limit_wake",
 )
 
 
