@@ -283,15 +283,19 @@ class Limiter:
         runtime = await self.store.runtime()
         self.runtime = runtime
         effective: dict[str, LimitSpec] = {}
+        changed: list[tuple[str, LimitSpec]] = []
         for name in self._types:
             spec = effective_limits(self.declared.get(name), runtime.get(name))
             if spec.limited:
                 effective[name] = spec
             known = name in self.declared or name in runtime or name in self._flushed
             if known and self._flushed.get(name) != spec:
-                await self._flush(name, spec)
-                self._flushed[name] = spec
+                changed.append((name, spec))
+        # the new limits first: the woken jobs are admitted under them
         self.effective = effective
+        for name, spec in changed:
+            await self._flush(name, spec)
+            self._flushed[name] = spec
 
     async def _flush(self, job_type: str, spec: LimitSpec) -> None:
         woken = await self.store.flush(bucket_name(job_type), spec)

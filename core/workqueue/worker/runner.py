@@ -174,6 +174,7 @@ class Worker:
             )
             await limiter.close(settings.lease_seconds / 3)
             await self._drain(executor)
+            await limiter.close(settings.lease_seconds / 3)  # slots of the drained runs
         finally:
             # Outcomes first: the settler applies what is waiting, then returns by itself.
             settler.close()

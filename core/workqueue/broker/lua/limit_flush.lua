@@ -1,6 +1,7 @@
 -- Limits: the bucket's limits changed (workqueue limits set/clear, or a new declaration):
 -- wake every waiter, so each takes its turn again under the new limits (a raised or lifted
--- limit must not leave jobs parked at times computed under the old one). Once per change:
+-- limit must not leave jobs parked at times computed under the old one), and start the rate
+-- from a full bucket. Once per change:
 -- the bucket keeps the limits it was flushed for (`cfg`), and a repeat with the same text
 -- does nothing, so of all the workers that see the change only the first one flushes.
 -- KEYS: 1 state, 2 waiting
@@ -11,6 +12,11 @@ local out = {0, 0}
 if cfg == ARGV[1] then
   -- a bound was hit by the flush of this same change: go on with the rest
   if redis.call('HGET', KEYS[1], 'more') ~= '1' then return out end
+end
+if cfg ~= ARGV[1] then
+  -- a new rate starts from a full bucket: a permit time computed under the old rate (maybe
+  -- minutes away) must not hold back the new one
+  redis.call('HDEL', KEYS[1], 'tat')
 end
 redis.call('HSET', KEYS[1], 'cfg', ARGV[1])
 out[1] = 1
