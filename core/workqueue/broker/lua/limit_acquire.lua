@@ -31,6 +31,8 @@ if conc > 0 then
   held = redis.call('ZCARD', KEYS[2])
 end
 
+-- the waiting list is read once: a bucket nobody waits in costs no ZREM per admitted job
+local waiters = redis.call('ZCARD', KEYS[3]) > 0
 local out = {now}
 local latest = now + lease
 local deadline = now + lease + 1000  -- a holder outlives its job's queue lease a little
@@ -38,21 +40,22 @@ local changed = false
 for i = 5, #ARGV, 3 do
   local member = ARGV[i] .. '\n' .. ARGV[i + 1]
   local holder = member .. '\n' .. ARGV[i + 2]
-  local again = conc > 0 and redis.call('ZSCORE', KEYS[2], holder)
   local conc_ok = conc == 0 or held < conc
   local rate_ok = count == 0 or tat - tau <= now
-  if again then
+  -- a repeated call (its reply was lost) finds its holder: still admitted (looked up only
+  -- when the slots are full: below the limit, ZADD of the same holder changes nothing)
+  if not conc_ok and redis.call('ZSCORE', KEYS[2], holder) then
     out[#out + 1] = 1  -- a repeated call (its reply was lost): still admitted
   elseif conc_ok and rate_ok then
     if count > 0 then tat = tat + interval; changed = true end
     if conc > 0 then
-      redis.call('ZADD', KEYS[2], deadline, holder)
-      held = held + 1
+      held = held + redis.call('ZADD', KEYS[2], deadline, holder)
     end
-    redis.call('ZREM', KEYS[3], member)
+    if waiters then redis.call('ZREM', KEYS[3], member) end
     out[#out + 1] = 1
   else
     redis.call('ZADD', KEYS[3], 'NX', now, member)
+    waiters = true
     local ahead = redis.call('ZRANK', KEYS[3], member)
     local at = now
     if not rate_ok then at = math.max(at, math.ceil(tat - tau + ahead * interval)) end
@@ -65,7 +68,7 @@ for i = 5, #ARGV, 3 do
     out[#out + 1] = at
   end
 end
-if changed then redis.call('HSET', KEYS[1], 'tat', tostring(math.ceil(tat))) end
+if changed then redis.call('HSET', KEYS[1], 'tat', string.format('%.3f', tat)) end
 -- Idle buckets (e.g. one per customer) vanish by themselves: every key outlives what it
 -- records (the last permit, the last holder's deadline, the last come-back time).
 local ttl = math.max(period, latest - now, lease) + 60000
