@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,10 @@ def drains(
     server: BenchRedis, cfg: Config, n: int, runs: int, modes: list[str]
 ) -> dict[str, list[float]]:
     env = wq_env(server, cfg)
-    out: dict[str, list[float]] = {mode: [] for mode in modes}
+    out: dict[str, list[float]] = {}
+    for mode in modes:
+        out[mode] = []
+        out[mode + "_cpu_us"] = []
     for run in range(runs):
         for mode in modes if run % 2 == 0 else modes[::-1]:
             server.flushall()
@@ -59,6 +63,7 @@ def drains(
                 )
             wq_enqueue(server, cfg, n, "many")
             argv = wq_worker_argv(cfg, 1, True)
+            cpu0 = _children_cpu()
             result = drain(
                 server,
                 [argv],
@@ -68,13 +73,22 @@ def drains(
                 cfg.workdir / "limits-bench-worker.out",
                 f"drain {mode}",
             )
+            cpu_us = (_children_cpu() - cpu0) / n * 1e6
             out[mode].append(result.rate)
+            out[mode + "_cpu_us"].append(cpu_us)
             print(
                 f"run {run + 1} {mode:8s}: {result.rate:8.0f} jobs/s "
-                f"({result.cmds_per_job:.2f} commands/job)",
+                f"({result.cmds_per_job:.2f} commands/job, worker CPU {cpu_us:.0f} us/job, "
+                f"Redis CPU {result.redis_us_per_job:.1f} us/job)",
                 flush=True,
             )
     return out
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's waited-for children (the workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def accuracy(server: BenchRedis, cfg: Config, n: int, rate: str) -> dict[str, Any]:
@@ -160,6 +174,10 @@ def main() -> None:
         modes = args.modes.split(",")
         rates = drains(server, cfg, args.n, args.runs, modes)
         summary: dict[str, float] = {m: round(statistics.median(v)) for m, v in rates.items()}
+        if "limited_cpu_us" in summary and "none_cpu_us" in summary:
+            summary["cpu_limited_vs_none"] = round(
+                summary["limited_cpu_us"] / summary["none_cpu_us"], 3
+            )
         if "limited" in summary and "none" in summary:
             summary["limited_vs_none"] = round(summary["limited"] / summary["none"], 3)
         print("drain median jobs/s:", json.dumps(summary), flush=True)

@@ -94,6 +94,7 @@ class LimitStore:
         self.prefix = broker.config.prefix
         self.settings_key = f"{self.prefix}:limits"
         register = self.redis.register_script
+        self.keys_script: AsyncScript = register(source("limit_keys"))
         self.acquire_script: AsyncScript = register(source("limit_acquire"))
         self.release_script: AsyncScript = register(source("limit_release"))
         self.renew_script: AsyncScript = register(source("limit_renew"))
@@ -183,17 +184,26 @@ class LimitStore:
     # -- the worker's limit step -----------------------------------------------------------
 
     async def limit_keys(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
-        """The ``limit_key`` of each ``(queue, job id)`` ('' when none): one round trip."""
+        """The ``limit_key`` of each ``(queue, job id)`` ('' when none): one script call per
+        queue (limit_keys.lua), one round trip."""
         if not jobs:
             return []
-        if len(jobs) == 1:
-            queue, job_id = jobs[0]
-            value = await self.redis.hget(self.broker.keys(queue).job(job_id), "limit_key")
-            return [_s(value) if value else ""]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue, job_id in jobs:
-                pipe.hget(self.broker.keys(queue).job(job_id), "limit_key")
-            return [_s(v) if v else "" for v in await pipe.execute()]
+        by_queue: dict[str, list[int]] = {}
+        for index, (queue, _job_id) in enumerate(jobs):
+            by_queue.setdefault(queue, []).append(index)
+
+        def call(queue: str, indexes: list[int]) -> Any:
+            job_key = self.broker.keys(queue).job
+            keys = [job_key(jobs[i][1]) for i in indexes]
+            return lambda pipe: self.keys_script(keys=keys, client=pipe)
+
+        replies = await self._calls([call(q, ix) for q, ix in by_queue.items()])
+        out = [""] * len(jobs)
+        for indexes, raw in zip(by_queue.values(), replies, strict=True):
+            for i, value in zip(indexes, raw, strict=True):
+                if value:
+                    out[i] = _s(value)
+        return out
 
     async def _calls(self, calls: Sequence[Callable[[Any], Awaitable[Any]]]) -> list[Any]:
         """Script calls in one round trip: a plain EVALSHA for one, a pipeline for more."""

@@ -24,6 +24,7 @@ SCRIPT_NAMES = (
     "purge",
     "heartbeat",
     "register_queues",
+    "limit_keys",
     "limit_acquire",
     "limit_release",
     "limit_renew",
