@@ -283,6 +283,7 @@ async def test_held_back_jobs_are_not_fetched_in_a_hot_loop(
         deferred = int(stats.get(b"deferred", 0))
         assert 7 <= deferred <= 8 * 3
         calls = int(admin.info("commandstats")["cmdstat_evalsha"]["calls"])
+        print(f"held back {deferred} times, {calls} script calls for 8 jobs")
         assert calls < 400, calls
         spans = intervals(ledger)
         assert most_at_once(spans) == 1

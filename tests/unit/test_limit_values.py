@@ -86,3 +86,22 @@ def test_a_bad_limit_key_is_refused(key: Any) -> None:
 def test_the_http_body_accepts_limit_key() -> None:
     spec = spec_from_object({"type": "send", "limit_key": "c1"})
     assert spec.limit_key == "c1"
+
+
+def test_each_limit_script_touches_one_hash_slot() -> None:
+    from redis.crc import key_slot
+
+    from workqueue.broker import Broker, BrokerConfig
+    from workqueue.broker.connection import create_redis
+    from workqueue.broker.limits import LimitStore
+
+    # no connection is made: the store only names keys and registers scripts here
+    broker = Broker(create_redis("redis://127.0.0.1:1/0"), BrokerConfig(prefix="wq"))
+    store = LimitStore(broker)
+    for bucket in ("send", "send#customer-1", "a:b#c/d"):
+        assert len({key_slot(k.encode()) for k in store.bucket_keys(bucket)}) == 1
+        assert f"{{limit:{bucket}}}" in store.bucket_keys(bucket)[0]
+    assert store.keyed_index("send").startswith("wq:{limit:send}:")
+    q = broker.keys("default")
+    queue_side = [q.active, q.leases, q.scheduled, q.notify, q.stats, q.job("x")]
+    assert len({key_slot(k.encode()) for k in queue_side}) == 1

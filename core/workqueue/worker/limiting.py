@@ -190,7 +190,7 @@ class Limiter:
         ]
         replies = await self.store.acquire(requests, self.lease_ms)
         self.counters.acquire_calls += len(requests)
-        for (bucket, (spec, jobs)), (_now, verdicts) in zip(buckets.items(), replies, strict=True):
+        for (bucket, (spec, jobs)), (now, verdicts) in zip(buckets.items(), replies, strict=True):
             for job, verdict in zip(jobs, verdicts, strict=True):
                 if verdict == 1:
                     if spec.concurrency:
@@ -201,6 +201,10 @@ class Limiter:
                     self._start(job)
                 else:
                     self._defers.setdefault(job.queue, []).append((job.id, job.token, verdict))
+                    logger.bind(job_id=job.id, type=job.type, queue=job.queue).info(
+                        "held back by its limit (the attempt does not count); due in {:.3f}s",
+                        max(0, verdict - now) / 1000,
+                    )
                     if bucket != job.type:
                         self._keyed.append((job.type, bucket[len(job.type) + 1 :]))
 
@@ -213,13 +217,10 @@ class Limiter:
         self._defers = {}
         self.counters.defer_calls += len(defers)
         for queue, items in defers.items():
-            for (job_id, _token, at), ok in zip(items, done[queue], strict=True):
+            for _item, ok in zip(items, done[queue], strict=True):
                 self.pending -= 1
                 if ok:
                     self.counters.deferred += 1
-                    logger.bind(job_id=job_id, queue=queue).debug(
-                        "held back by a limit until {} (ms, Redis clock)", at
-                    )
         if self._slot_free is not None:
             self._slot_free.set()
 
