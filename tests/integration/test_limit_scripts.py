@@ -108,8 +108,8 @@ async def test_concurrency_admits_up_to_the_limit_and_a_release_wakes_the_first_
     assert verdicts[3] >= verdicts[2]
 
     # When one holder is released, the first waiter is named for waking
-    woken = await store.release([("b1", spec, [holder_member("q1", "j0", "1")])])
-    assert woken == [("q1", "j2")]
+    ((at, woken),) = await store.release([("b1", spec, [holder_member("q1", "j0", "1")])])
+    assert woken == [("q1", "j2")] and at >= now
     # and a repeated acquire of a holder is admitted again (a lost reply)
     ((_, again),) = await store.acquire([("b1", spec, [jobs[1]])], 5000)
     assert again == [1]
@@ -165,3 +165,19 @@ async def test_a_change_of_limits_flushes_the_waiters_once(broker: Broker) -> No
     # and the new rate starts from a full bucket
     ((_, after),) = await store.acquire([("b4", new, jobs[1:])], 5000)
     assert after == [1, 1]
+
+
+async def test_with_a_rate_too_a_release_wakes_a_waiter_for_the_next_permit(
+    broker: Broker,
+) -> None:
+    store = LimitStore(broker)
+    spec = LimitSpec(Rate(1, 60_000), 1)
+    # Given a job holding the only slot and the minute's only permit, and one waiting
+    ((now, verdicts),) = await store.acquire(
+        [("b5", spec, [("q1", "a", "1"), ("q1", "b", "1")])], 5000
+    )
+    assert verdicts[0] == 1 and verdicts[1] >= now + 59_000
+    # When the holder ends, the waiter is woken for the next permit, not now
+    ((at, woken),) = await store.release([("b5", spec, [holder_member("q1", "a", "1")])])
+    assert woken == [("q1", "b")]
+    assert now + 59_000 <= at <= now + 61_000

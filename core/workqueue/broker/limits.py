@@ -237,9 +237,10 @@ class LimitStore:
 
     async def release(
         self, requests: Sequence[tuple[str, LimitSpec, Sequence[str]]]
-    ) -> list[tuple[str, str]]:
-        """Give back holders ``(bucket, limits, [member])``; the ``(queue, id)`` of waiters to
-        wake."""
+    ) -> list[tuple[int, list[tuple[str, str]]]]:
+        """Give back holders ``(bucket, limits, [member])``; the waiters to wake, per bucket
+        that has some: when (ms, Redis clock: now, or the rate's next permit) and their
+        ``(queue, id)``."""
 
         def call(bucket: str, spec: LimitSpec, members: Sequence[str]) -> Any:
             args: list[Any] = [*_spec_args(spec), *members]
@@ -248,7 +249,11 @@ class LimitStore:
             )
 
         replies = await self._calls([call(*r) for r in requests])
-        return [(_s(raw[i]), _s(raw[i + 1])) for raw in replies for i in range(0, len(raw), 2)]
+        return [
+            (int(raw[0]), [(_s(raw[i]), _s(raw[i + 1])) for i in range(1, len(raw), 2)])
+            for raw in replies
+            if raw
+        ]
 
     async def renew(self, requests: Sequence[tuple[str, Sequence[str]]], lease_ms: int) -> None:
         """Extend the holders ``(bucket, [member])`` a live worker still runs."""
@@ -313,8 +318,9 @@ class LimitStore:
         replies = await self._calls([call(q) for q in queues])
         return {q: [bool(int(x)) for x in raw] for q, raw in zip(queues, replies, strict=True)}
 
-    async def wake(self, jobs: Sequence[tuple[str, str]]) -> int:
-        """Make waiting jobs ``(queue, id)`` due now (see limit_wake.lua); how many were."""
+    async def wake(self, jobs: Sequence[tuple[str, str]], at_ms: int = 0) -> int:
+        """Make waiting jobs ``(queue, id)`` due at ``at_ms`` (0: now; see limit_wake.lua);
+        how many were."""
         by_queue: dict[str, list[str]] = {}
         for queue, job_id in jobs:
             by_queue.setdefault(queue, []).append(job_id)
@@ -322,7 +328,8 @@ class LimitStore:
         def call(queue: str, ids: list[str]) -> Any:
             k = self.broker.keys(queue)
             keys = [k.scheduled, k.notify, *(k.job(i) for i in ids)]
-            return lambda pipe: self.wake_script(keys=keys, args=[NOTIFY_CAP, *ids], client=pipe)
+            args: list[Any] = [NOTIFY_CAP, at_ms, *ids]
+            return lambda pipe: self.wake_script(keys=keys, args=args, client=pipe)
 
         replies = await self._calls([call(q, ids) for q, ids in by_queue.items()])
         return sum(int(r) for r in replies)

@@ -202,7 +202,7 @@ class Limiter:
                 else:
                     self._defers.setdefault(job.queue, []).append((job.id, job.token, verdict))
                     logger.bind(job_id=job.id, type=job.type, queue=job.queue).info(
-                        "held back by its limit (the attempt does not count); due in {:.3f}s",
+                        "held back by its limit (attempt not counted); back in at most {:.3f}s",
                         max(0, verdict - now) / 1000,
                     )
                     if bucket != job.type:
@@ -235,8 +235,9 @@ class Limiter:
         ]
         woken = await self.store.release(requests)
         self.counters.released += len(releases)
-        if woken:
-            self.counters.woken += await self.store.wake(woken)
+        for at_ms, jobs in woken:
+            if jobs:
+                self.counters.woken += await self.store.wake(jobs, at_ms)
 
     async def _renew_loop(self, held: Callable[[], Iterable[Run]]) -> None:
         next_at = time.monotonic() + self.interval
