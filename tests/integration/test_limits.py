@@ -78,6 +78,18 @@ def intervals(
     return out
 
 
+def running_pids(path: Path) -> set[int]:
+    """The pids of the attempts that started and have not ended (by the ledger)."""
+    open_runs: dict[tuple[str, int, int], int] = {}
+    for line in ledger_lines(path):
+        key = (line["job_id"], line["attempt"], line["pid"])
+        if line["event"] == "start":
+            open_runs[key] = line["pid"]
+        else:
+            open_runs.pop(key, None)
+    return set(open_runs.values())
+
+
 def most_at_once(spans: list[tuple[float, float, str, Any]]) -> int:
     """The most attempts that ran at the same moment."""
     events = sorted([(s, 1) for s, *_ in spans] + [(e, -1) for _, e, *_ in spans])
@@ -113,24 +125,34 @@ async def test_concurrency_limit_holds_across_three_workers_with_sigkills(
     procs = [workers.start("--concurrency", "4", *WORKER_ARGS, lease=2.0) for _ in range(3)]
     ids = await enqueue(client, 24, "test_limited_conc", {"ledger": str(ledger), "sleep": 0.4})
 
-    # When two of the workers are SIGKILLed while they run jobs, and one comes back
+    # When, twice, a worker is SIGKILLed while it runs a job (holding a slot), and another
+    # worker takes its place
     killed: dict[int, float] = {}
-    for victim in procs[:2]:
+    by_pid = {proc.pid: proc for proc in procs}
+    for _ in range(2):
         deadline = time.monotonic() + 30
-        while not any(line["pid"] == victim.pid for line in ledger_lines(ledger)):
-            assert time.monotonic() < deadline, "the victim never ran a job"
-            await asyncio.sleep(0.05)
+        victim = None
+        while victim is None:
+            assert time.monotonic() < deadline, "no worker ran a job"
+            # an attempt that started and has not ended, in a worker not killed yet
+            for pid in running_pids(ledger):
+                if pid in by_pid and pid not in killed:
+                    victim = by_pid[pid]
+                    break
+            else:
+                await asyncio.sleep(0.02)
         os.kill(victim.pid, signal.SIGKILL)
         killed[victim.pid] = time.time()
         victim.wait(timeout=10)
-    workers.start("--concurrency", "4", *WORKER_ARGS, lease=2.0)
+        fresh = workers.start("--concurrency", "4", *WORKER_ARGS, lease=2.0)
+        by_pid[fresh.pid] = fresh
 
     # Then every job completes, and never more than 2 ran at once (the handlers' own record;
     # a killed attempt counts as running until its process died)
     await wait_all(client, ids, timeout=90)
     spans = intervals(ledger, killed)
     assert most_at_once(spans) <= 2
-    assert len({pid for line in ledger_lines(ledger) for pid in [line["pid"]]}) >= 3
+    assert len({line["pid"] for line in ledger_lines(ledger)}) >= 3
 
 
 async def test_a_killed_holders_slot_comes_back_when_its_lease_expires(
@@ -234,7 +256,7 @@ async def test_rate_limit_is_kept_within_one_period_across_workers(
         for j in range(i + 1, len(starts)):
             assert j - i + 1 <= 10 * (starts[j] - starts[i] + slack) + 10
     took = starts[-1] - starts[0]
-    assert 4.0 - 0.2 <= took <= 4.0 + 3.0
+    assert 4.0 - 0.2 <= took <= 4.0 + 4.0
     assert {line["attempt"] for line in ledger_lines(ledger)} == {1}
 
 
