@@ -389,4 +389,8 @@ def test_bad_limits_are_refused_with_a_clear_message(key_prefix: str) -> None:
         )
         assert done.returncode == 2
         assert needle in done.stderr
-    assert redis.Redis.from_url(REDIS_URL).exists(f"{key_prefix}:limits") == 0
+    conn = redis.Redis.from_url(REDIS_URL)
+    try:
+        assert conn.exists(f"{key_prefix}:limits") == 0
+    finally:
+        conn.close()
