@@ -173,13 +173,16 @@ class LimitStore:
         )
         return bool(removed)
 
-    async def held(self, buckets: Sequence[str]) -> list[int]:
-        """How many concurrency slots each bucket's holders take now (live or not yet
-        expired)."""
+    async def occupancy(self, buckets: Sequence[str]) -> list[tuple[int, int]]:
+        """Per bucket: the concurrency slots its holders take now (live, or dead and not yet
+        expired) and the jobs waiting in it."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for bucket in buckets:
-                pipe.zcard(self.bucket_keys(bucket)[1])
-            return [int(n) for n in await pipe.execute()]
+                _state, holders, waiting = self.bucket_keys(bucket)
+                pipe.zcard(holders)
+                pipe.zcard(waiting)
+            raw = [int(n) for n in await pipe.execute()]
+        return [(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
 
     # -- the worker's limit step -----------------------------------------------------------
 

@@ -124,7 +124,7 @@ def clear_command(job_type: str, redis_url: str, key_prefix: str, as_json: bool)
 @json_option
 def list_command(redis_url: str, key_prefix: str, as_json: bool) -> None:
     """Every type with a limit: declared (by the plugins installed here), run-time, in effect,
-    and the concurrency slots its jobs without a limit_key hold now."""
+    and, for its jobs without a limit_key, the concurrency slots held and the jobs waiting."""
     declared = _declared()
 
     async def action(broker: Broker) -> list[dict[str, Any]]:
@@ -133,16 +133,17 @@ def list_command(redis_url: str, key_prefix: str, as_json: bool) -> None:
         store = LimitStore(broker)
         runtime = await store.runtime()
         names = sorted({n for n, s in declared.items() if s.limited} | set(runtime))
-        held = await store.held([bucket_name(n) for n in names]) if names else []
+        counts = await store.occupancy([bucket_name(n) for n in names]) if names else []
         return [
             {
                 "type": name,
                 "declared": declared[name].describe() if name in declared else None,
                 "runtime": runtime[name].describe() if name in runtime else None,
                 "effective": effective_limits(declared.get(name), runtime.get(name)).describe(),
-                "held": count,
+                "held": held,
+                "waiting": waiting,
             }
-            for name, count in zip(names, held, strict=True)
+            for name, (held, waiting) in zip(names, counts, strict=True)
         ]
 
     try:
@@ -153,7 +154,7 @@ def list_command(redis_url: str, key_prefix: str, as_json: bool) -> None:
         _print_json(rows)
         return
     table = Table(title=f"Limits ({len(rows)} job types)", show_header=True)
-    for column in ("type", "in effect", "declared", "run-time", "held"):
+    for column in ("type", "in effect", "declared", "run-time", "held", "waiting"):
         table.add_column(column, no_wrap=column == "type")
     for row in rows:
         table.add_row(
@@ -162,6 +163,7 @@ def list_command(redis_url: str, key_prefix: str, as_json: bool) -> None:
             _text(row["declared"]) if row["declared"] else "-",
             _text(row["runtime"]) if row["runtime"] else "-",
             str(row["held"]),
+            str(row["waiting"]),
         )
     _console().print(table)
 
