@@ -53,14 +53,15 @@ async def test_a_held_back_job_goes_back_as_never_started(broker: Broker) -> Non
     now = await broker.server_time_ms()
 
     # When it is deferred under a wrong token, then under its own
-    assert await store.defer({"q1": [(job_id, "999", now + 5000)]}) == {"q1": [False]}
+    assert await store.defer({"q1": [(job_id, "999", now + 5000)]}) == {"q1": [0]}
     assert await broker.redis.hget(k.job(job_id), "status") == b"active"
-    assert await store.defer({"q1": [(job_id, token, now + 5000)]}) == {"q1": [True]}
+    assert await store.defer({"q1": [(job_id, token, now + 5000)]}) == {"q1": [1]}
 
     # Then its lease is gone, the attempt does not count, and it waits until the given time
     rec = await broker.redis.hgetall(k.job(job_id))
     assert rec[b"status"] == b"scheduled" and rec[b"attempts"] == b"0"
     assert int(rec[b"run_at"]) == now + 5000 and b"history" not in rec
+    assert b"started_at" not in rec and b"worker" not in rec  # it never ran
     assert await broker.redis.zscore(k.scheduled, job_id) == now + 5000
     assert await broker.redis.zscore(k.active, job_id) is None
     assert not await broker.redis.hexists(k.leases, job_id)
@@ -181,3 +182,19 @@ async def test_with_a_rate_too_a_release_wakes_a_waiter_for_the_next_permit(
     ((at, woken),) = await store.release([("b5", spec, [holder_member("q1", "a", "1")])])
     assert woken == [("q1", "b")]
     assert now + 59_000 <= at <= now + 61_000
+
+
+async def test_a_held_back_job_asked_to_cancel_ends_cancelled(broker: Broker) -> None:
+    # Given an active job asked to cancel (cancel.lua marks an active record)
+    store = LimitStore(broker)
+    job_id, token = await active_job(broker)
+    k = broker.keys("q1")
+    await broker.redis.hset(k.job(job_id), "cancel", "1")
+    # When its limit holds it back
+    now = await broker.server_time_ms()
+    assert await store.defer({"q1": [(job_id, token, now + 5000)]}) == {"q1": [2]}
+    # Then it ends cancelled (it never ran) instead of waiting
+    rec = await broker.redis.hgetall(k.job(job_id))
+    assert rec[b"status"] == b"cancelled" and rec[b"attempts"] == b"0"
+    assert await broker.redis.zscore(k.cancelled, job_id) is not None
+    assert await broker.redis.zscore(k.scheduled, job_id) is None

@@ -44,6 +44,8 @@ GOOD_TYPES = [
     "test_limited_open",
     "test_limited_rate",
     "test_permanent",
+    "test_poll_cancel",
+    "test_progress_loop",
     "test_record",
     "test_sleep",
     "test_spin",

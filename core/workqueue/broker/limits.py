@@ -303,23 +303,25 @@ class LimitStore:
 
     # -- the queue side: hold back, wake -----------------------------------------------------
 
-    async def defer(self, items: dict[str, list[tuple[str, str, int]]]) -> dict[str, list[bool]]:
+    async def defer(self, items: dict[str, list[tuple[str, str, int]]]) -> dict[str, list[int]]:
         """Hold back active jobs ``{queue: [(id, token, due ms)]}`` (see defer.lua): per job
-        True when deferred, False when its lease was no longer held under that token."""
+        1 when deferred, 2 when it ended cancelled instead (a cancel was pending), 0 when its
+        lease was no longer held under that token."""
         queues = [q for q, jobs in items.items() if jobs]
 
         def call(queue: str) -> Any:
             k = self.broker.keys(queue)
             jobs = items[queue]
-            keys = [k.active, k.leases, k.scheduled, k.notify, k.stats]
-            keys += [k.job(job_id) for job_id, _, _ in jobs]
-            args: list[Any] = [NOTIFY_CAP]
+            keys = [k.active, k.leases, k.scheduled, k.notify, k.stats, k.cancelled]
+            keys += [k.settings, k.ledger, *(k.job(job_id) for job_id, _, _ in jobs)]
+            failed_ttl_ms = int(self.broker.config.failed_ttl_s * 1000)
+            args: list[Any] = [NOTIFY_CAP, k.idem_prefix, failed_ttl_ms]
             for job in jobs:
                 args += job
             return lambda pipe: self.defer_script(keys=keys, args=args, client=pipe)
 
         replies = await self._calls([call(q) for q in queues])
-        return {q: [bool(int(x)) for x in raw] for q, raw in zip(queues, replies, strict=True)}
+        return {q: [int(x) for x in raw] for q, raw in zip(queues, replies, strict=True)}
 
     async def wake(self, jobs: Sequence[tuple[str, str]], at_ms: int = 0) -> int:
         """Make waiting jobs ``(queue, id)`` due at ``at_ms`` (0: now; see limit_wake.lua);

@@ -217,10 +217,14 @@ class Limiter:
         self._defers = {}
         self.counters.defer_calls += len(defers)
         for queue, items in defers.items():
-            for _item, ok in zip(items, done[queue], strict=True):
+            for (job_id, _token, _at), verdict in zip(items, done[queue], strict=True):
                 self.pending -= 1
-                if ok:
+                if verdict == 1:
                     self.counters.deferred += 1
+                elif verdict == 2:
+                    logger.bind(job_id=job_id, queue=queue).info(
+                        "cancelled while held back by its limit (it never ran)"
+                    )
         if self._slot_free is not None:
             self._slot_free.set()
 

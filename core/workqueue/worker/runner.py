@@ -4,7 +4,7 @@
             ┌──────────── Fetcher ─────────────┐ reserve per queue (own request id each),
  broker ◄───┤  start(job) ──► Executor ──────┐  │ wait_for_work when idle
             │               runs[(id, token)]│  │
-            │   LeaseKeeper ◄── held runs ───┤  │ renew every lease/3; lost -> stop that run
+            │   LeaseKeeper ◄── held runs ───┤  │ renew every lease/4; lost or cancel -> stop it
             │   Settler ◄──── outcomes ──────┘  │ batched finish -> Applied verdicts -> log
             │   Housekeeper (one loop/queue)    │ housekeep(queue) on its own schedule
             └── Heartbeat (WorkerAdvert) ───────┘
@@ -39,6 +39,7 @@ from workqueue.worker.housekeeping import Housekeeper
 from workqueue.worker.leases import LeaseKeeper
 from workqueue.worker.limiting import Limiter
 from workqueue.worker.metrics import RunTimeHistogram, collect, render_prometheus, wants_prometheus
+from workqueue.worker.progress import ProgressSender
 from workqueue.worker.runs import Run
 from workqueue.worker.settling import Settler
 from workqueue.worker.stats import WorkerStats
@@ -116,6 +117,7 @@ class Worker:
         broker: BrokerAPI = self.broker
         log = JobLog()
         observers = Observers(self.pm, settings.worker_id, log)
+        progress = ProgressSender(broker, lambda: self.executor.running() if self.executor else [])
         settler = Settler(
             broker,
             self.stats,
@@ -123,6 +125,7 @@ class Worker:
             log,
             observers,
             lease_seconds=settings.lease_seconds,
+            progress=progress,
         )
         # limits (worker/limiting.py): jobs of limited types take a limit step before they start
         limiter = Limiter(self.broker, self.registry, lease_seconds=settings.lease_seconds)
@@ -150,6 +153,7 @@ class Worker:
         helpers = [
             settling,
             asyncio.create_task(keeper.loop(), name="wq-leases"),
+            asyncio.create_task(progress.loop(), name="wq-progress"),
             asyncio.create_task(heartbeat.loop(), name="wq-heartbeat"),
             asyncio.create_task(limiter.loop(held), name="wq-limiter"),
         ]
@@ -191,11 +195,12 @@ class Worker:
             await self._call_lifecycle("workqueue_worker_shutdown", strict=False)
             await self.broker.aclose()
             logger.info(
-                "worker stopped: succeeded={} failed={} retried={} released={}{}",
+                "worker stopped: succeeded={} failed={} retried={} released={} cancelled={}{}",
                 self.stats.succeeded,
                 self.stats.failed,
                 self.stats.retried,
                 self.stats.released,
+                self.stats.cancelled,
                 f" hung_threads={executor.hung} (recycling)" if self.recycle else "",
             )
 
