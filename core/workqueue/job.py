@@ -70,6 +70,8 @@ class NewJob(msgspec.Struct, frozen=True):
     run_at_ms: int = -1
     idempotency_key: str = ""
     fingerprint: str = ""
+    #: limits of the type apply per (type, limit_key) ('' = the type's own bucket)
+    limit_key: str = ""
 
 
 class EnqueuedJob(msgspec.Struct, frozen=True):

@@ -337,6 +337,7 @@ class Broker(ReadModel):
                 job.run_at_ms,
                 job.idempotency_key,
                 job.fingerprint,
+                job.limit_key,
             )
             number = shapes.get(shape)
             if number is None:
@@ -349,8 +350,9 @@ class Broker(ReadModel):
             NOTIFY_CAP,
             len(shapes),
         ]
-        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint in shapes:
+        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint, lkey in shapes:
             args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
+            args.append(lkey)  # limit_key (SPEC 12)
         args += tail
         mark = self._mark(queue, jobs)
         return [k.queued, k.scheduled, k.notify, k.stats, k.ledger, mark], args

@@ -27,6 +27,13 @@ SCRIPT_NAMES = (
     "register_queues",
     "cancel",
     "progress",
+    "limit_keys",
+    "limit_acquire",
+    "limit_release",
+    "limit_renew",
+    "limit_flush",
+    "defer",
+    "limit_wake",
 )
 
 #: the shared helpers every script starts with, in order
