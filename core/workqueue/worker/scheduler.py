@@ -51,7 +51,7 @@ __all__ = ["SCHEDULER_ENV_VAR", "Scheduler", "start_scheduler", "tick_job"]
 
 #: ``0``/``off``/``false``/``no`` keeps this worker from running the scheduler
 SCHEDULER_ENV_VAR = "WORKQUEUE_SCHEDULER"
-#: seconds a scheduler may fall behind and still fire every tick in order (default 10)
+#: seconds a scheduler may fall behind and still fire every tick in order (default 15)
 CATCH_UP_ENV_VAR = "WORKQUEUE_SCHEDULER_CATCH_UP_SECONDS"
 _OFF = frozenset({"0", "off", "false", "no"})
 
@@ -87,8 +87,8 @@ class Scheduler:
         owner: str,
         *,
         declared: Sequence[Schedule] = (),
-        lease_ms: int = 10_000,
-        catch_up_ms: int = 10_000,
+        lease_ms: int = 5_000,
+        catch_up_ms: int = 15_000,
         refresh_s: float = 5.0,
         max_sleep_s: float = 1.0,
     ) -> None:
@@ -231,7 +231,7 @@ def start_scheduler(
     except WorkQueueError as exc:
         logger.error("the plugins' schedules are not registered: {}", exc)
         declared = []
-    catch_up = float(os.environ.get(CATCH_UP_ENV_VAR, "10"))
+    catch_up = float(os.environ.get(CATCH_UP_ENV_VAR, "15"))
     scheduler = Scheduler(
         broker, registry, owner, declared=declared, catch_up_ms=int(catch_up * 1000)
     )
