@@ -25,6 +25,7 @@ COMMANDS = {
     "plugins": "workqueue.cli.admin:plugins_command",
     "producer": "workqueue.cli.producer:producer_command",
     "up": "workqueue.cli.up:up_command",
+    "schedules": "workqueue.cli.schedules:schedules_group",  # H7 cron
 }
 
 

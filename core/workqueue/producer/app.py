@@ -39,6 +39,7 @@ from workqueue.errors import (
 from workqueue.producer.openapi_page import SchemaPage
 from workqueue.producer.parsing import MalformedBody
 from workqueue.producer.routes import build_routes
+from workqueue.producer.schedule_routes import schedule_routes  # H7 cron
 from workqueue.producer.schemas import (
     JSON_VALUE,
     JSON_VALUE_SCHEMA,
@@ -247,7 +248,7 @@ def create_app(settings: ProducerSettings, registry: Registry | None = None) -> 
             await client.aclose()
 
     return Litestar(
-        route_handlers=build_routes(settings, job_types),
+        route_handlers=[*build_routes(settings, job_types), *schedule_routes(settings, job_types)],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         dependencies={"client": Provide(_client, sync_to_thread=False)},

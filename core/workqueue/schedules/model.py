@@ -59,9 +59,9 @@ class Schedule:
             raise TaskValidationError("payload", f"is over {MAX_PAYLOAD_BYTES} bytes of JSON")
 
     def payload_json(self) -> bytes:
-        """The payload as JSON text (what each fired job carries)."""
+        """The payload as JSON text (what each fired job carries; no payload: ``{}``)."""
         try:
-            return msgspec.json.encode(self.payload)
+            return msgspec.json.encode({} if self.payload is None else self.payload)
         except (TypeError, msgspec.EncodeError, OverflowError) as exc:
             raise TaskValidationError("payload", f"is not JSON: {exc}") from None
 
@@ -88,6 +88,8 @@ class ScheduleState:
     #: after it fire)
     last_tick_ms: int
     last_job_id: str | None = None
+    #: the last tick whose job was confirmed enqueued
+    fired_tick_ms: int | None = None
     fired: int = 0
     #: a claimed tick whose job is not yet confirmed enqueued (re-driven after the claim's lease)
     pending_tick_ms: int | None = None
@@ -106,7 +108,7 @@ class ScheduleState:
             "timezone": s.timezone,
             "paused": self.paused,
             "source": self.source,
-            "last_tick": utc_text(self.last_tick_ms) if self.last_tick_ms else None,
+            "last_tick": utc_text(self.fired_tick_ms) if self.fired_tick_ms else None,
             "last_job_id": self.last_job_id,
             "fired": self.fired,
             "next_tick": utc_text(self.next_tick_ms) if self.next_tick_ms is not None else None,

@@ -10,8 +10,8 @@ which no queue's keys can share: ``!`` is not allowed in queue names)::
                                       updated_at, last_tick (the last claimed tick, or the
                                       anchor after create/change/resume), pending_tick,
                                       pending_until, pending_owner (a claimed tick whose job
-                                      is not confirmed yet), last_job_id, last_fired_at, fired,
-                                      redriven
+                                      is not confirmed yet), last_job_id, fired_tick (its
+                                      tick), last_fired_at, fired, redriven
 
 Scripts: ``schedule_put``, ``schedule_pause``, ``schedule_claim``, ``schedule_done`` (see
 their headers in ``broker/lua``).
@@ -129,7 +129,7 @@ class ScheduleStore:
         found = await self.get_many([name])
         return found[0] if found else None
 
-    async def list(self) -> list[ScheduleState]:
+    async def all(self) -> list[ScheduleState]:
         """Every stored schedule, by name."""
         return await self.get_many(await self.names())
 
@@ -202,6 +202,7 @@ def _state(name: str, record: dict[str, str]) -> ScheduleState | None:
         revision=_int(record.get("rev")) or 0,
         last_tick_ms=_int(record.get("last_tick")) or 0,
         last_job_id=record.get("last_job_id") or None,
+        fired_tick_ms=_int(record.get("fired_tick")),
         fired=_int(record.get("fired")) or 0,
         pending_tick_ms=_int(record.get("pending_tick")),
         pending_until_ms=_int(record.get("pending_until")),

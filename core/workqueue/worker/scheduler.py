@@ -32,11 +32,13 @@ from loguru import logger
 from redis.exceptions import RedisError
 
 from workqueue.broker.broker import Broker
+from workqueue.client import Limits
 from workqueue.errors import WorkQueueError
 from workqueue.job import NewJob
 from workqueue.jobtypes import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS
 from workqueue.plugins import WorkQueuePluginManager
 from workqueue.registry import Registry
+from workqueue.schedules.checks import checked
 from workqueue.schedules.cron import due_tick_ms, zone
 from workqueue.schedules.model import (
     Schedule,
@@ -109,7 +111,15 @@ class Scheduler:
 
     async def register_declared(self) -> None:
         """Write the plugins' schedules to Redis (an operator's of the same name wins)."""
-        for schedule in self.declared:
+        remote: set[str] | None = None
+        for declared in self.declared:
+            if declared.type not in self.registry and remote is None:
+                remote = await self.broker.advertised_types()
+            try:
+                schedule = checked(declared, self.registry, Limits(), remote or ())
+            except WorkQueueError as exc:
+                logger.error("the plugin's schedule {} is not registered: {}", declared.name, exc)
+                continue
             verdict = await self.store.put(schedule, source="plugin")
             if verdict == "kept":
                 logger.info(
@@ -140,7 +150,7 @@ class Scheduler:
         version = await self.store.version()
         due = time.monotonic() - self._loaded_at >= self.refresh_s
         if version != self._version or due or self._stale:
-            self._states = {s.schedule.name: s for s in await self.store.list()}
+            self._states = {s.schedule.name: s for s in await self.store.all()}
             self._version = version
             self._loaded_at = time.monotonic()
             self._stale = False

@@ -6,6 +6,6 @@
 local key = KEYS[1]
 if redis.call('HGET', key, 'pending_tick') ~= ARGV[1] then return 0 end
 redis.call('HDEL', key, 'pending_tick', 'pending_until', 'pending_owner')
-redis.call('HSET', key, 'last_job_id', ARGV[2], 'last_fired_at', now_ms())
+redis.call('HSET', key, 'last_job_id', ARGV[2], 'fired_tick', ARGV[1], 'last_fired_at', now_ms())
 redis.call('HINCRBY', key, 'fired', 1)
 return 1
