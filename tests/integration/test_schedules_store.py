@@ -8,13 +8,15 @@ import time
 
 import pytest
 
+from workqueue import JobType, hookimpl
 from workqueue.broker import Broker
+from workqueue.errors import PluginLoadError
+from workqueue.plugins import load_plugins, reset_plugins
 from workqueue.registry import Registry
 from workqueue.schedules.model import Schedule, tick_job_id
+from workqueue.schedules.plugins import plugin_schedules
 from workqueue.schedules.store import ScheduleStore
 from workqueue.worker.scheduler import Scheduler, tick_job
-
-pytestmark = pytest.mark.asyncio
 
 EVERY_SECOND = "* * * * * *"
 
@@ -144,3 +146,61 @@ async def test_the_in_process_scheduler_fires_each_tick_once_with_two_schedulers
     assert 2 <= len(ids) <= 4
     first = state.last_tick_ms - (len(ids) - 1) * 1000
     assert sorted(ids) == sorted(tick_job_id("s", first + i * 1000) for i in range(len(ids)))
+
+
+class _Declares:
+    """A plugin object declaring schedules through the hook."""
+
+    def __init__(self, schedules: object) -> None:
+        self.schedules = schedules
+
+    @hookimpl
+    def workqueue_schedules(self) -> object:
+        return self.schedules
+
+
+def test_plugin_schedules_are_collected_and_bad_hooks_named() -> None:
+    good = _Declares(
+        [Schedule(name="b", cron="0 * * * *", type="t"), Schedule("a", "* * * * *", "t")]
+    )
+    assert [s.name for s in plugin_schedules(load_plugins(only=[], extra=[good]))] == ["a", "b"]
+    for bad, problem in [
+        (_Declares("nope"), "must return a list of Schedule"),
+        (_Declares([{"name": "x"}]), "expected workqueue.Schedule"),
+    ]:
+        with pytest.raises(PluginLoadError, match=problem):
+            plugin_schedules(load_plugins(only=[], extra=[bad]))
+    twice = [
+        _Declares([Schedule("a", "* * * * *", "t")]),
+        _Declares([Schedule("a", "* * * * *", "t")]),
+    ]
+    with pytest.raises(PluginLoadError, match="also declared by"):
+        plugin_schedules(load_plugins(only=[], extra=twice))
+    reset_plugins()
+
+
+async def test_workers_register_the_plugins_schedules_but_not_over_an_operators(
+    broker: Broker,
+) -> None:
+    store = _store(broker)
+    registry = Registry.from_job_types([JobType(name="t", handler=_noop)])
+    mine = Schedule(name="mine", cron="0 * * * *", type="t", payload={"k": 1})
+    theirs = Schedule(name="theirs", cron="0 * * * *", type="t")
+    unknown = Schedule(name="unknown", cron="0 * * * *", type="not_installed")
+    await store.put(Schedule(name="theirs", cron="5 * * * *", type="t"), source="operator")
+    scheduler = Scheduler(broker, registry, "w", declared=[mine, theirs, unknown])
+    await scheduler.register_declared()
+    await scheduler.register_declared()  # a second worker starting: nothing changes
+    states = {s.schedule.name: s for s in await store.all()}
+    assert set(states) == {"mine", "theirs"}  # a type nobody runs is not registered
+    assert states["mine"].source == "plugin" and states["mine"].revision == 1
+    assert states["theirs"].source == "operator" and states["theirs"].schedule.cron == "5 * * * *"
+    # an operator's pause survives the plugin's registration at the next worker start
+    assert await store.set_paused("mine", True)
+    await scheduler.register_declared()
+    paused = await store.get("mine")
+    assert paused is not None and paused.paused
+
+
+async def _noop(payload: object, ctx: object) -> None:
+    return None
