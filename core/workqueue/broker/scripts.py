@@ -24,10 +24,11 @@ SCRIPT_NAMES = (
     "purge",
     "heartbeat",
     "register_queues",
-    "schedule_put",  # H7 cron: schedules/store.py registers the four schedule_* scripts
+    "schedule_put",  # H7 cron: schedules/store.py registers the schedule_* scripts
     "schedule_pause",
     "schedule_claim",
     "schedule_done",
+    "schedule_delete",
 )
 
 

@@ -13,8 +13,8 @@ which no queue's keys can share: ``!`` is not allowed in queue names)::
                                       is not confirmed yet), last_job_id, fired_tick (its
                                       tick), last_fired_at, fired, redriven
 
-Scripts: ``schedule_put``, ``schedule_pause``, ``schedule_claim``, ``schedule_done`` (see
-their headers in ``broker/lua``).
+Scripts: ``schedule_put``, ``schedule_pause``, ``schedule_claim``, ``schedule_done``,
+``schedule_delete`` (see their headers in ``broker/lua``).
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class ScheduleStore:
         self._pause: AsyncScript = redis.register_script(source("schedule_pause"))
         self._claim: AsyncScript = redis.register_script(source("schedule_claim"))
         self._done: AsyncScript = redis.register_script(source("schedule_done"))
+        self._delete: AsyncScript = redis.register_script(source("schedule_delete"))
 
     # -- definitions ---------------------------------------------------------------------------
 
@@ -108,12 +109,10 @@ class ScheduleStore:
     async def delete(self, name: str) -> bool:
         """Remove a schedule; False if there was none. (A plugin's schedule comes back when a
         worker with that plugin starts: pause it to keep it from firing.)"""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.schedule(name))
-            pipe.srem(self.keys.index, name)
-            pipe.incr(self.keys.version)
-            deleted, _, _ = await pipe.execute()
-        return bool(deleted)
+        deleted = await self._delete(
+            keys=[self.keys.index, self.keys.schedule(name), self.keys.version], args=[name]
+        )
+        return bool(int(deleted))
 
     async def version(self) -> int:
         """The change counter of the definitions."""
