@@ -204,3 +204,26 @@ async def test_workers_register_the_plugins_schedules_but_not_over_an_operators(
 
 async def _noop(payload: object, ctx: object) -> None:
     return None
+
+
+async def test_a_paused_schedule_does_not_fire_and_fires_again_after_resume(
+    broker: Broker,
+) -> None:
+    store = _store(broker)
+    await store.put(Schedule(name="p", cron=EVERY_SECOND, type="test_echo"), source="operator")
+    assert await store.set_paused("p", True)
+    scheduler = Scheduler(broker, Registry(), "a", max_sleep_s=0.2)
+    task = asyncio.create_task(scheduler.loop())
+    try:
+        await asyncio.sleep(2.5)
+        assert scheduler.fired == 0
+        assert await broker.redis.zcard(broker.keys("default").ledger) == 0
+        assert await store.set_paused("p", False)
+        await asyncio.sleep(2.5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    state = await store.get("p")
+    assert state is not None
+    assert 1 <= scheduler.fired == state.fired <= 3
+    assert await broker.redis.zcard(broker.keys("default").ledger) == state.fired
