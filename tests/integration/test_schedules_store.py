@@ -227,3 +227,32 @@ async def test_a_paused_schedule_does_not_fire_and_fires_again_after_resume(
     assert state is not None
     assert 1 <= scheduler.fired == state.fired <= 3
     assert await broker.redis.zcard(broker.keys("default").ledger) == state.fired
+
+
+async def test_the_scheduler_redrives_a_tick_claimed_by_a_scheduler_that_died(
+    broker: Broker,
+) -> None:
+    store = _store(broker)
+    await store.put(Schedule(name="r", cron=EVERY_SECOND, type="test_echo"), source="operator")
+    state = await store.get("r")
+    assert state is not None
+    tick = (state.last_tick_ms // 1000 + 1) * 1000
+    await asyncio.sleep(max(0, tick - time.time() * 1000) / 1000 + 0.05)
+    # a scheduler claimed the tick, then died before it enqueued anything
+    died = await store.claim("r", tick, owner="dead", lease_ms=300, revision=state.revision)
+    assert died.verdict == "claimed"
+    await asyncio.sleep(0.4)
+    scheduler = Scheduler(broker, Registry(), "alive")
+    task = asyncio.create_task(scheduler.loop())
+    try:
+        await asyncio.sleep(1.5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    queued = {i.decode() for i in await broker.redis.lrange(broker.keys("default").queued, 0, -1)}
+    assert tick_job_id("r", tick) in queued  # re-driven: not lost
+    assert int(await broker.redis.hget(store.keys.schedule("r"), "redriven") or 0) == 1
+    after = await store.get("r")
+    assert after is not None
+    assert after.pending_tick_ms is None
+    assert after.fired == len(queued)  # and every later tick once

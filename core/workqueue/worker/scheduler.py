@@ -55,7 +55,14 @@ from workqueue.schedules.model import (
 from workqueue.schedules.plugins import plugin_schedules
 from workqueue.schedules.store import ScheduleStore
 
-__all__ = ["SCHEDULER_ENV_VAR", "Scheduler", "start_scheduler", "tick_job"]
+__all__ = [
+    "CATCH_UP_ENV_VAR",
+    "SCHEDULER_ENV_VAR",
+    "Scheduler",
+    "scheduler_enabled",
+    "start_scheduler",
+    "tick_job",
+]
 
 #: ``0``/``off``/``false``/``no`` keeps this worker from running the scheduler
 SCHEDULER_ENV_VAR = "WORKQUEUE_SCHEDULER"
@@ -247,7 +254,14 @@ def start_scheduler(
     except WorkQueueError as exc:
         logger.error("the plugins' schedules are not registered: {}", exc)
         declared = []
-    catch_up = float(os.environ.get(CATCH_UP_ENV_VAR, "15"))
+    raw = os.environ.get(CATCH_UP_ENV_VAR, "15")
+    try:
+        catch_up = float(raw)
+        if not 0 <= catch_up < 86400:
+            raise ValueError(raw)
+    except ValueError:
+        logger.error("{}={!r} is not a number of seconds: using 15", CATCH_UP_ENV_VAR, raw)
+        catch_up = 15.0
     scheduler = Scheduler(
         broker, registry, owner, declared=declared, catch_up_ms=int(catch_up * 1000)
     )
