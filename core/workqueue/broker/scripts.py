@@ -34,6 +34,11 @@ SCRIPT_NAMES = (
     "limit_flush",
     "defer",
     "limit_wake",
+    "schedule_put",
+    "schedule_pause",
+    "schedule_claim",
+    "schedule_done",
+    "schedule_delete",
 )
 
 #: the shared helpers every script starts with, in order

@@ -26,6 +26,7 @@ COMMANDS = {
     "producer": "workqueue.cli.producer:producer_command",
     "up": "workqueue.cli.up:up_command",
     "limits": "workqueue.cli.limits:limits_group",
+    "schedules": "workqueue.cli.schedules:schedules_group",
 }
 
 

@@ -41,6 +41,7 @@ from workqueue.worker.limiting import Limiter
 from workqueue.worker.metrics import RunTimeHistogram, collect, render_prometheus, wants_prometheus
 from workqueue.worker.progress import ProgressSender
 from workqueue.worker.runs import Run
+from workqueue.worker.scheduler import start_scheduler
 from workqueue.worker.settling import Settler
 from workqueue.worker.stats import WorkerStats
 
@@ -167,6 +168,8 @@ class Worker:
                 stats=self.stats,
             )
             helpers.append(asyncio.create_task(housekeeper.loop(), name="wq-housekeeper"))
+        # H7 cron: every worker may run the schedules (WORKQUEUE_SCHEDULER=0 opts out)
+        helpers += start_scheduler(self.broker, self.registry, self.pm, settings.worker_id)
         # Everything built so far (modules, plugins, clients) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise walk it again and
         # again under load (a measurable cost per job on a drain).
