@@ -25,6 +25,7 @@ from workqueue import clock
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
 from workqueue.broker.contract import EnqueueResult
+from workqueue.broker.placement import Placer
 from workqueue.errors import (
     IdempotencyConflict,
     PayloadValidationError,
@@ -362,6 +363,8 @@ class Client:
         self._pending: list[tuple[NewJob, asyncio.Future[EnqueueResult]]] = []
         self._busy = False
         self._flusher: asyncio.Task[None] | None = None
+        #: the partition of each new job (partitioned queues: see broker/placement.py)
+        self._placer = Placer(broker.partitions, broker.config.idempotency_ttl_s)
 
     @classmethod
     def from_url(
@@ -446,7 +449,7 @@ class Client:
             timeout,
             idempotency_key,
         )
-        answer = await self._answer(job, await self._write(job))
+        answer = await self._answer(job, await self._write_placed(job))
         _events.add((answer,))
         return answer
 
@@ -480,8 +483,11 @@ class Client:
 
     async def _write_all(self, jobs: list[NewJob]) -> list[EnqueuedJob]:
         if len(jobs) == 1:
-            return [await self._answer(jobs[0], await self._write(jobs[0]))]
-        results = await self.broker.enqueue(jobs)
+            return [await self._answer(jobs[0], await self._write_placed(jobs[0]))]
+        placed = await self._placer.place(jobs)
+        to_write = [job for job in placed if isinstance(job, NewJob)]
+        written = iter(await self.broker.enqueue(to_write) if to_write else ())
+        results = [job if isinstance(job, EnqueueResult) else next(written) for job in placed]
         answers = []
         moment_ms = -1
         moment = clock.now_datetime()
@@ -512,6 +518,18 @@ class Client:
         return EnqueuedJob(job_id, job.type, job.queue, status, job.retries, enqueued_at, duplicate)
 
     # -- the auto-batcher ----------------------------------------------------------------------
+
+    async def _write_placed(self, job: NewJob) -> EnqueueResult:
+        """Write one job of a logical queue into its partition (no Redis call to choose it
+        while the queue's layout is cached); a duplicate found in a partition of an earlier
+        layout is the answer instead."""
+        placed = self._placer.place_cached(job)
+        if placed is None:
+            (found,) = await self._placer.place([job])
+            if isinstance(found, EnqueueResult):
+                return found
+            placed = found
+        return await self._write(placed)
 
     async def _write(self, job: NewJob) -> EnqueueResult:
         """Write one job: at once when nothing is in flight, else with the next batch."""

@@ -34,7 +34,9 @@ from workqueue.broker.contract import (
     WorkerAdvert,
 )
 from workqueue.broker.keys import GlobalKeys, QueueKeys
-from workqueue.broker.reads import ReadModel, _int, _s
+from workqueue.broker.partitioned_reads import LogicalReads  # partitions (H3)
+from workqueue.broker.partitions import logical_name  # partitions (H3)
+from workqueue.broker.reads import _int, _s
 from workqueue.broker.scripts import Scripts
 from workqueue.errors import ConfigurationError, QueueLimitError
 from workqueue.job import NewJob, ReservedJob
@@ -79,7 +81,7 @@ def _dropped(queue: str, raw: list[Any], pos: int, n: int) -> list[Dropped]:
     ]
 
 
-class Broker(ReadModel):
+class Broker(LogicalReads):
     """Job operations against one Redis for any number of queues (the ``BrokerAPI``)."""
 
     def __init__(
@@ -169,8 +171,9 @@ class Broker(ReadModel):
         return [r for r in results if r is not None]
 
     async def _register_queues(self, queues: Sequence[str]) -> None:
+        names = list(dict.fromkeys(map(logical_name, queues)))  # partitions: logical names
         raw = await self.scripts.register_queues(
-            keys=[self.globals.queues], args=[self.config.max_queues, *queues]
+            keys=[self.globals.queues], args=[self.config.max_queues, *names]
         )
         if int(raw[0]):
             raise QueueLimitError(queues[0], self.config.max_queues)
@@ -540,9 +543,8 @@ class Broker(ReadModel):
             mapping["max_lost_leases"] = int(max_lost_leases)
         if queue not in self._known_queues:
             await self._register_queues([queue])
-        k = self.keys(queue)
-        if mapping:
-            await self.redis.hset(k.settings, mapping=mapping)  # type: ignore[arg-type]
+        # partitions (H3): partition 0 and a copy in every partition (scripts read their own)
+        await self.partitions.write_settings(queue, mapping)
         return (await self.queue_settings([queue]))[queue]
 
     async def heartbeat(self, advert: WorkerAdvert, ttl_s: int) -> None:
