@@ -9,9 +9,10 @@ tag, so every Lua script still works on one physical queue in one slot):
 - partition ``i`` (1 <= i < N) of a layout of N partitions is ``q#<i>of<N>.<s>``: ``#`` is not
   allowed in queue names, so a physical name never clashes with a user's queue, and
   :func:`logical_name` finds the queue back. ``<s>`` is the first decimal suffix whose hash
-  slot (CRC16 of the hash tag) lies at ``slot(q) + i * 16384 / N`` (within a window of
-  ``max(1, N // 16)`` slots): the N partitions sit on evenly spaced slots, so the masters of a
-  cluster with evenly split slots (``redis-cli --cluster create``) each get their share.
+  slot (CRC16 of the hash tag) lies at ``slot(q) + i * 16384 / N`` (exactly for N < 16,
+  else within 1/16 of the spacing): the N partitions sit on evenly spaced slots, so the
+  masters of a cluster with evenly split slots (``redis-cli --cluster create``) each get
+  their share.
 
 The names are a pure function of ``(q, i, N)``: every process computes the same ones. A
 layout of another N is another set of physical queues (except partition 0, shared by all).
@@ -90,16 +91,18 @@ def target_slot(queue: str, index: int, n: int) -> int:
 
 
 def _window(n: int) -> int:
-    """How many slots past its target a partition may land: exact for up to 31 partitions,
-    never more than 1/16 of the spacing; the search costs about 16384 / window CRCs."""
-    return max(1, n // 16)
+    """How many slots past its target a partition may land: exact for up to 15 partitions,
+    never more than 1/16 of the spacing. Finding a name costs about 16384 / window CRCs
+    (0.25 us each): a whole layout about 60 ms up to 128 partitions, 260 ms for 256, once
+    per process."""
+    return max(1, min(n // 8, SLOTS // (n * 16)))
 
 
 @lru_cache(maxsize=8192)
 def partition_name(queue: str, index: int, n: int) -> str:
     """The physical queue of partition ``index`` of a layout of ``n`` partitions of ``queue``
-    (partition 0 is ``queue`` itself). Deterministic; about 3 ms to find the first time for
-    layouts of up to 31 partitions, then cached."""
+    (partition 0 is ``queue`` itself). Deterministic; a few ms to find the first time
+    (16384 / window CRCs), then cached."""
     if index == 0:
         return queue
     if not 0 < index < n <= MAX_PARTITIONS:
