@@ -233,4 +233,7 @@ def set_command(
     if as_json:
         _print_json(data)
     else:
-        click.echo(f"queue {name}: {_settings_text(data)}; partitions {_partitions_text(data)}")
+        text = f"queue {name}: {_settings_text(data)}"
+        if partitions is not None or layout.partitioned:
+            text += f"; partitions {_partitions_text(data)}"
+        click.echo(text)
