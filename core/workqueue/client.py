@@ -449,7 +449,7 @@ class Client:
             timeout,
             idempotency_key,
         )
-        answer = await self._answer(job, await self._write_placed(job))
+        answer = await self._answer(job, await self._write(job))
         _events.add((answer,))
         return answer
 
@@ -483,11 +483,8 @@ class Client:
 
     async def _write_all(self, jobs: list[NewJob]) -> list[EnqueuedJob]:
         if len(jobs) == 1:
-            return [await self._answer(jobs[0], await self._write_placed(jobs[0]))]
-        placed = await self._placer.place(jobs)
-        to_write = [job for job in placed if isinstance(job, NewJob)]
-        written = iter(await self.broker.enqueue(to_write) if to_write else ())
-        results = [job if isinstance(job, EnqueueResult) else next(written) for job in placed]
+            return [await self._answer(jobs[0], await self._write(jobs[0]))]
+        results = await self._enqueue_placed(jobs)
         answers = []
         moment_ms = -1
         moment = clock.now_datetime()
@@ -519,17 +516,20 @@ class Client:
 
     # -- the auto-batcher ----------------------------------------------------------------------
 
-    async def _write_placed(self, job: NewJob) -> EnqueueResult:
-        """Write one job of a logical queue into its partition (no Redis call to choose it
-        while the queue's layout is cached); a duplicate found in a partition of an earlier
-        layout is the answer instead."""
-        placed = self._placer.place_cached(job)
-        if placed is None:
-            (found,) = await self._placer.place([job])
-            if isinstance(found, EnqueueResult):
-                return found
-            placed = found
-        return await self._write(placed)
+    async def _enqueue_placed(self, jobs: list[NewJob]) -> list[EnqueueResult]:
+        """Write jobs of logical queues, each into its partition (no Redis call to choose it
+        while the queue's layout is cached: see broker/placement.py); a duplicate found in a
+        partition of an earlier layout is that job's answer instead."""
+        placer = self._placer
+        placed: list[NewJob | EnqueueResult | None] = [placer.place_cached(j) for j in jobs]
+        later = [i for i, job in enumerate(placed) if job is None]
+        if later:
+            found = await placer.place([jobs[i] for i in later])
+            for i, job in zip(later, found, strict=True):
+                placed[i] = job
+        to_write = [job for job in placed if isinstance(job, NewJob)]
+        written = iter(await self.broker.enqueue(to_write) if to_write else ())
+        return [job if isinstance(job, EnqueueResult) else next(written) for job in placed]
 
     async def _write(self, job: NewJob) -> EnqueueResult:
         """Write one job: at once when nothing is in flight, else with the next batch."""
@@ -539,7 +539,7 @@ class Client:
             return await future
         self._busy = True
         try:
-            (raw,) = await self.broker.enqueue([job])
+            (raw,) = await self._enqueue_placed([job])
         finally:
             self._next_batch()
         return raw
@@ -559,7 +559,7 @@ class Client:
                 if not batch:
                     continue
                 try:
-                    results = await self.broker.enqueue([job for job, _ in batch])
+                    results = await self._enqueue_placed([job for job, _ in batch])
                 except asyncio.CancelledError:
                     for _, future in batch:
                         future.cancel()

@@ -12,6 +12,7 @@ when several queues are stale at once); nothing in between.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,6 +54,8 @@ class PartitionMap:
         self._script = redis.register_script(source("partitions"))
         #: queue -> (monotonic time read, layout)
         self._cache: dict[str, tuple[float, Layout]] = {}
+        #: queue -> the read of its layout in flight (concurrent readers share it)
+        self._loading: dict[str, asyncio.Future[Layout]] = {}
 
     def keys(self, queue: str) -> QueueKeys:
         """The key names of one physical queue."""
@@ -80,30 +83,60 @@ class PartitionMap:
         """These queues' layouts; the stale ones read in one round trip."""
         found: dict[str, Layout] = {}
         stale: list[str] = []
+        waits: dict[str, asyncio.Future[Layout]] = {}
         for queue in queues:
             layout = self.cached(queue, max_age)
-            if layout is None:
-                stale.append(queue)
-            else:
+            if layout is not None:
                 found[queue] = layout
+            elif queue in self._loading:  # being read already: share that read
+                waits[queue] = self._loading[queue]
+            else:
+                stale.append(queue)
         stale = list(dict.fromkeys(stale))
         if stale:
-            if len(stale) == 1:
+            found.update(await self._read(stale))
+        for queue, future in waits.items():
+            try:
+                found[queue] = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not future.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                found.update(await self._read([queue]))  # its reader was cancelled
+        return found
+
+    async def _read(self, queues: list[str]) -> dict[str, Layout]:
+        """Read these layouts (one round trip); concurrent readers of them wait for it."""
+        loop = asyncio.get_running_loop()
+        futures = {queue: loop.create_future() for queue in queues}
+        self._loading.update(futures)
+        try:
+            if len(queues) == 1:
                 replies: list[Any] = [
-                    await self.redis.hmget(self.keys(stale[0]).settings, LAYOUT_FIELDS)
+                    await self.redis.hmget(self.keys(queues[0]).settings, LAYOUT_FIELDS)
                 ]
             else:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for queue in stale:
+                    for queue in queues:
                         pipe.hmget(self.keys(queue).settings, LAYOUT_FIELDS)
                     replies = await pipe.execute()
-            now = time.monotonic()
-            if len(self._cache) + len(stale) > _CACHE_MAX:
-                self._cache.clear()
-            for queue, raw in zip(stale, replies, strict=True):
-                layout = Layout.from_fields(queue, raw)
-                self._cache[queue] = (now, layout)
-                found[queue] = layout
+        except BaseException as exc:
+            for future in futures.values():
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: no "never retrieved" warning
+            raise
+        finally:
+            for queue, future in futures.items():
+                if self._loading.get(queue) is future:
+                    del self._loading[queue]
+        found = {
+            queue: self.remember(queue, raw) for queue, raw in zip(queues, replies, strict=True)
+        }
+        for queue, future in futures.items():
+            future.set_result(found[queue])
         return found
 
     async def live_queues(
@@ -113,6 +146,14 @@ class PartitionMap:
         layouts), for each of ``queues``, in their order."""
         layouts = await self.layouts(queues, max_age)
         return {q: layouts[q].live_queues() for q in queues}
+
+    def remember(self, queue: str, raw: Sequence[Any]) -> Layout:
+        """Cache a layout read by someone else (the values of ``LAYOUT_FIELDS``, read now)."""
+        layout = Layout.from_fields(queue, raw)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[queue] = (time.monotonic(), layout)
+        return layout
 
     def forget(self, queue: str) -> None:
         """Drop a cached layout (the next use reads it again)."""

@@ -26,13 +26,15 @@ import msgspec
 
 from workqueue.broker.contract import QueueFigures, SystemFigures
 from workqueue.broker.partition_map import PartitionMap
-from workqueue.broker.partitions import logical_name
-from workqueue.broker.reads import ReadModel
+from workqueue.broker.partitions import LAYOUT_FIELDS, logical_name
+from workqueue.broker.reads import ReadModel, _s
 from workqueue.errors import JobNotFound
 from workqueue.job import JobInfo
 
 __all__ = ["LogicalReads"]
 
+#: the most queues whose layouts :meth:`LogicalReads.figures` reads ahead
+_GUESS_MAX = 4096
 #: the depth fields of a queue's figures, summed over its partitions
 _DEPTHS = ("queued", "running", "scheduled", "retrying", "completed_kept", "failed_kept")
 
@@ -44,6 +46,10 @@ def _logical(info: JobInfo) -> JobInfo:
 
 class LogicalReads(ReadModel):
     """The read model over logical queues (see the module docstring)."""
+
+    #: the queues the last :meth:`figures` call showed (their layouts are read with the
+    #: registry next time)
+    _figure_queues: frozenset[str] = frozenset()
 
     @cached_property
     def partitions(self) -> PartitionMap:
@@ -60,6 +66,23 @@ class LogicalReads(ReadModel):
         names = [queue] if queue else await self.known_queues()
         layouts = await self.partitions.layouts(names)
         return [p for q in names for p in layouts[q].live_queues()]
+
+    async def figures(self, queues: Sequence[str] = ()) -> SystemFigures:
+        """Every known queue's figures (plus ``queues``), partitions summed. The layouts of
+        the queues the last call showed are read in the registry's round trip, so a process
+        that reads figures again (``/metrics``) still needs 3 round trips; its first call,
+        or one that finds a new queue, reads those layouts in one more."""
+        guess = sorted(self._figure_queues | set(queues))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.globals.queues)
+            for q in guess:
+                pipe.hmget(self.keys(q).settings, LAYOUT_FIELDS)
+            replies = await pipe.execute()
+        for q, raw in zip(guess, replies[1:], strict=True):
+            self.partitions.remember(q, raw)
+        names = sorted({_s(m) for m in replies[0]} | set(queues))
+        self._figure_queues = frozenset(names if len(names) <= _GUESS_MAX else ())
+        return await self.queue_figures(names)
 
     async def get_job(self, job_id: str, queue: str | None = None) -> JobInfo:
         """The job with this id, its ``queue`` the logical name. When not found with the
