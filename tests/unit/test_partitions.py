@@ -82,7 +82,7 @@ def test_physical_names_never_clash_with_queue_names() -> None:
 
 def test_bad_partition_numbers_are_refused() -> None:
     for index, n in ((1, 1), (4, 4), (1, MAX_PARTITIONS + 1), (-1, 3)):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="no partition"):
             partition_name("q", index, n)
 
 
