@@ -16,6 +16,7 @@ from wq_testkit import WorkerProcs
 
 from workqueue.admin import purge
 from workqueue.broker import Broker
+from workqueue.broker.contract import FinishOp, OpKind
 from workqueue.broker.partitions import Layout, key_partition, partition_name
 from workqueue.client import Client, TaskSpec
 from workqueue.errors import IdempotencyConflict
@@ -263,3 +264,51 @@ def test_queues_set_partitions_shows_in_list_and_show(key_prefix: str) -> None:
     for bad in ("0", str(257), "x"):
         done = wq(key_prefix, "queues", "set", "q", "--partitions", bad)
         assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+# -- housekeeping over partitions (in-process housekeeper, real Redis) -------------------------
+
+
+async def test_housekeeping_follows_the_partitions_and_retires_drained_layouts(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workqueue.broker import partition_map
+    from workqueue.worker import housekeeping
+    from workqueue.worker.housekeeping import Housekeeper
+
+    monkeypatch.setattr(housekeeping, "LAYOUT_SECONDS", 0.1)
+    monkeypatch.setattr(partition_map, "RETIRE_GRACE_MS", 0)
+    pm = broker.partitions
+    three = await pm.set_partitions("q", 3)
+    # a due job left in partition 2 of the 3-layout: only its housekeeping can promote it
+    await broker.enqueue(
+        [NewJob(uuid.uuid4().hex, "test_echo", three.write_queues()[2], b"{}", 0, 5.0, delay_ms=1)]
+    )
+    keeper = Housekeeper(
+        broker, ("q",), "w1", housekeep_seconds=0.2, lease_seconds=5, stats=WorkerStats()
+    )
+    task = asyncio.create_task(keeper.loop())
+    try:
+        await pm.set_partitions("q", 1)
+        deadline = time.monotonic() + 10
+        while (await pm.layout("q", max_age=0)).draining != (3,):
+            assert time.monotonic() < deadline, await pm.layout("q", max_age=0)
+            await asyncio.sleep(0.05)  # layout 1 retired at once; 3 still holds a job
+        # the due job is promoted by the housekeeping of partition 2 (nobody reserves there)
+        while (await broker.queue_stats("q"))["queued"] != 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        (job,) = (
+            await broker.reserve(
+                three.write_queues()[2], 5, lease_ms=5000, worker_id="w", request_id="r"
+            )
+        ).jobs
+        await broker.finish({job.queue: [FinishOp(OpKind.ACK, job.id, job.token)]})
+        await broker.purge_finished(job.queue, "completed")
+        while (await pm.layout("q", max_age=0)).draining:  # empty now: retired by the keeper
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert (await pm.layout("q", max_age=0)).retired == (3,)
+    finally:
+        task.cancel()
+        await asyncio.wait([task], timeout=5)

@@ -210,11 +210,12 @@ class PartitionMap:
                 pipe.hset(self.keys(partition).settings, mapping=dict(mapping))
             await pipe.execute()
 
-    async def retire_drained(self, queue: str, grace_ms: int = RETIRE_GRACE_MS) -> list[int]:
+    async def retire_drained(self, queue: str, grace_ms: int | None = None) -> list[int]:
         """Retire the draining layouts of ``queue`` whose partitions hold no record any more
         (an empty ledger each) once N has not changed for ``grace_ms``; returns the layouts
         retired. Safe to run from every process: the script retires a layout only if the
-        layout is still as read."""
+        layout is still as read. ``grace_ms`` None: :data:`RETIRE_GRACE_MS`."""
+        grace = RETIRE_GRACE_MS if grace_ms is None else grace_ms
         layout = await self.layout(queue, max_age=0.0)
         if not layout.draining:
             return []
@@ -233,7 +234,7 @@ class PartitionMap:
                 continue
             moved = await self._script(
                 keys=[self.keys(queue).settings],
-                args=["retire", n, layout.partitions, _canon(draining), grace_ms],
+                args=["retire", n, layout.partitions, _canon(draining), grace],
             )
             if int(moved):
                 retired.append(n)

@@ -148,8 +148,9 @@ class Housekeeper:
         finally:
             for task in loops.values():
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*loops.values(), return_exceptions=True)
+            if loops:  # redis-py may swallow a cancellation mid-command: never wait forever
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait(loops.values(), timeout=2)
 
     async def _partitions(
         self, partitions: PartitionMap, loops: dict[str, asyncio.Task[None]]
