@@ -56,10 +56,6 @@ class LogicalReads(ReadModel):
         """This broker's partition layouts (cached reads, changes of N)."""
         return PartitionMap(self.redis, self.config.prefix)
 
-    async def queue_partitions(self, queue: str) -> list[str]:
-        """The physical queues of ``queue`` that may hold jobs (partition 0 first)."""
-        return (await self.partitions.layout(queue)).live_queues()
-
     async def _queues(self, queue: str | None) -> list[str]:
         """The physical queues the read model looks in for jobs of ``queue`` (or of every
         known queue): their live partitions."""
