@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -312,3 +314,23 @@ async def test_housekeeping_follows_the_partitions_and_retires_drained_layouts(
     finally:
         task.cancel()
         await asyncio.wait([task], timeout=5)
+
+
+@pytest.mark.slow
+async def test_a_killed_workers_jobs_in_retired_partitions_are_recovered(
+    client: Client, broker: Broker, workers: WorkerProcs, tmp_path: Path
+) -> None:
+    pm = broker.partitions
+    await pm.set_partitions("q", 4)
+    first = workers.start("--queue", "q", lease=1.0)
+    payload = {"ledger": str(tmp_path / "ledger.jsonl"), "sleeps": [60, 0]}
+    jobs = [await client.enqueue("test_attempt_sleep", payload, queue="q") for _ in range(4)]
+    await wait_stats(broker, "q", "active", 4, timeout=20)  # one running in each partition
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    await pm.set_partitions("q", 1)  # partitions 1-3 now drain: nobody writes there any more
+    workers.start("--queue", "q", lease=1.0)
+    await wait_stats(broker, "q", "done", 4, timeout=30)
+    for job in jobs:
+        info = await client.get_job(job.id)
+        assert (info.status, info.attempts, info.lost_leases) == ("completed", 2, 1)
