@@ -386,6 +386,7 @@ class Client:
     async def aclose(self) -> None:
         """Write the waiting event lines and close the Redis connections."""
         _events.flush()
+        await self.broker.partitions.close()
         await self.broker.aclose()
 
     async def __aenter__(self) -> Client:

@@ -334,3 +334,25 @@ async def test_a_killed_workers_jobs_in_retired_partitions_are_recovered(
     for job in jobs:
         info = await client.get_job(job.id)
         assert (info.status, info.attempts, info.lost_leases) == ("completed", 2, 1)
+
+
+async def test_a_producer_places_by_a_stale_layout_while_reading_it_again(
+    client: Client, broker: Broker
+) -> None:
+    from workqueue.broker.partition_map import STALE_SECONDS
+
+    pm = broker.partitions
+    await client.enqueue("test_echo", {}, queue="q")  # layout of 1 partition, now cached
+    other = Broker(broker.redis, broker.config)  # another process changes N
+    layout = await other.partitions.set_partitions("q", 4)
+    queue, (read_at, cached) = "q", pm._cache["q"]
+    pm._cache[queue] = (read_at - 10, cached)  # 10 s old: still used, read in the background
+    await client.enqueue("test_echo", {}, queue="q")
+    assert (await depths(broker, layout))["q"] == 2  # placed by the old layout, no waiting
+    await asyncio.sleep(0.2)
+    assert (await pm.layout("q")).partitions == 4  # refreshed meanwhile
+    read_at, cached = pm._cache["q"]
+    pm._cache[queue] = (read_at - STALE_SECONDS, Layout("q"))  # too old: read first
+    for _ in range(4):
+        await client.enqueue("test_echo", {}, queue="q")
+    assert sorted((await depths(broker, layout)).values()) == [1, 1, 1, 3]

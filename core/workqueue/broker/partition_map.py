@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from loguru import logger
 from redis.asyncio import Redis
 
 from workqueue.broker.keys import QueueKeys
@@ -30,10 +31,14 @@ from workqueue.broker.partitions import (
 from workqueue.broker.scripts import source
 from workqueue.errors import ConfigurationError
 
-__all__ = ["PARTITIONS_CACHE_SECONDS", "PartitionMap", "partitions_of"]
+__all__ = ["PARTITIONS_CACHE_SECONDS", "STALE_SECONDS", "PartitionMap", "partitions_of"]
 
 #: how long a layout read from Redis is reused (how long a change of N takes to be followed)
 PARTITIONS_CACHE_SECONDS = 5.0
+#: how old a layout may be and still place a job while it is read again in the background
+#: (a producer's request then costs no extra round trip); older ones are read first. Well
+#: under RETIRE_GRACE_MS, so no producer writes to a layout after it may have been retired.
+STALE_SECONDS = 30.0
 #: the most layouts kept in the cache (a cache, not a registry)
 _CACHE_MAX = 4096
 #: wake-up tokens a notify list may hold (the scripts' cap)
@@ -56,6 +61,8 @@ class PartitionMap:
         self._cache: dict[str, tuple[float, Layout]] = {}
         #: queue -> the read of its layout in flight (concurrent readers share it)
         self._loading: dict[str, asyncio.Future[Layout]] = {}
+        #: background reads started by :meth:`cached_or_refresh`
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     def keys(self, queue: str) -> QueueKeys:
         """The key names of one physical queue."""
@@ -69,6 +76,33 @@ class PartitionMap:
         if is_partition(queue):  # a physical name stands for itself
             return Layout(queue)
         return None
+
+    def cached_or_refresh(self, queue: str) -> Layout | None:
+        """The cached layout when fresh; when older but under :data:`STALE_SECONDS`, the
+        same, and a background read refreshes it; else None (read it first)."""
+        found = self.cached(queue)
+        if found is not None:
+            return found
+        stale = self.cached(queue, STALE_SECONDS)
+        if stale is not None and queue not in self._loading and queue not in self._refreshing:
+            task = asyncio.get_running_loop().create_task(self._refresh(queue))
+            self._refreshing[queue] = task
+            task.add_done_callback(lambda _: self._refreshing.pop(queue, None))
+        return stale
+
+    async def _refresh(self, queue: str) -> None:
+        try:
+            await self.layouts([queue], max_age=0.0)
+        except Exception as exc:  # the next use reads it again (or fails there, visibly)
+            logger.debug("reading the partition layout of {} failed ({})", queue, exc)
+
+    async def close(self) -> None:
+        """Stop the background reads (before the connection closes)."""
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
 
     async def layout(self, queue: str, max_age: float = PARTITIONS_CACHE_SECONDS) -> Layout:
         """One queue's layout (from the cache when fresh enough)."""
