@@ -356,3 +356,15 @@ async def test_a_producer_places_by_a_stale_layout_while_reading_it_again(
     for _ in range(4):
         await client.enqueue("test_echo", {}, queue="q")
     assert sorted((await depths(broker, layout)).values()) == [1, 1, 1, 3]
+
+
+async def test_cancel_finds_the_partition_and_answers_the_logical_queue(
+    client: Client, broker: Broker
+) -> None:
+    layout = await broker.partitions.set_partitions("q", 4)
+    jobs = [await client.enqueue("test_echo", {}, queue="q") for _ in range(8)]
+    for job, queue in zip(jobs, (None, "q") * 4, strict=True):
+        result = await broker.cancel(job.id, queue)
+        assert (result.job.status, result.job.queue) == ("cancelled", "q")
+    assert all(d == 0 for d in (await depths(broker, layout)).values())
+    assert (await broker.queue_stats("q"))["cancelled"] == 8
