@@ -27,7 +27,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, FromQuery, Parameter
 
 from workqueue.admin import retry_job_ids
 from workqueue.broker.job_payload import read_payload
@@ -143,9 +143,9 @@ async def workers(request: Request[Any, Any, Any], client: NamedDependency[Clien
 async def list_jobs(
     request: Request[Any, Any, Any],
     client: NamedDependency[Client],
-    status: str = "failed",
-    queue: str | None = None,
-    limit: Annotated[int, Parameter(ge=1, le=_MAX_LIST)] = 50,
+    status: FromQuery[str] = "failed",
+    queue: FromQuery[str | None] = None,
+    limit: Annotated[FromQuery[int], Parameter(ge=1, le=_MAX_LIST)] = 50,
 ) -> Any:
     if status not in LISTABLE:
         raise ValidationException(f"status must be one of {', '.join(LISTABLE)}")

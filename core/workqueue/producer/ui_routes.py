@@ -15,6 +15,7 @@ from typing import Any
 from litestar import Response, get
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 
 __all__ = ["CSP", "build_ui_routes"]
 
@@ -53,7 +54,7 @@ async def ui_page() -> Response[bytes]:
     return _serve("index.html")
 
 
-async def ui_static(name: str) -> Response[bytes]:
+async def ui_static(name: FromPath[str]) -> Response[bytes]:
     return _serve(name)
 
 
