@@ -29,7 +29,7 @@
       else if (name === "on") for (const [ev, fn] of Object.entries(value)) node.addEventListener(ev, fn);
       else if (value !== null && value !== undefined && value !== false) node.setAttribute(name, value);
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -325,7 +325,7 @@
       return el("div", { id: "job-view" },
         el("h2", {}, "Job ", el("code", { text: job.id }), " ", badge(job.status)),
         actions,
-        el("dl", {},
+        el("dl", {}, [
           ["type", job.type], ["queue", job.queue], ["attempts", `${job.attempts} of ${job.retries + 1}`],
           ["enqueued", when(job.enqueued_at)], ["started", when(job.started_at)], ["finished", when(job.finished_at)],
           ["lost leases", String(job.lost_leases ?? 0)],
