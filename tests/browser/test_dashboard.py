@@ -26,7 +26,7 @@ SHOTS = os.environ.get("WQ_SCREENSHOT_DIR")
 def shot(page: Any, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"dashboard-{name}.png"))
+        page.screenshot(path=str(Path(SHOTS) / f"dashboard-{name}.png"), full_page=True)
 
 
 def log_in(page: Any, stack: Stack) -> None:
@@ -93,7 +93,12 @@ def test_operate_from_the_dashboard(
     queues = page.locator("#queues-view")
     expect(queues.locator("td", has_text=re.compile(r"^dash$"))).to_be_visible()
     expect(queues.locator("td", has_text=re.compile(r"^other$"))).to_be_visible()
-    page.wait_for_timeout(2500)  # a few samples on the chart
+    for wave in range(4):  # finished jobs over a few seconds: the chart draws their rate
+        for n in range(10 * (wave + 1)):
+            stack.enqueue("test_echo", {"n": n})
+        page.wait_for_timeout(1200)
+    expect(queues.locator("svg.chart polyline.rate")).to_have_count(1)
+    expect(queues.locator("svg.chart polyline.wait")).to_have_count(1)
     shot(page, "queues")
 
     # failed jobs: the job is listed, with its error; no payload value anywhere

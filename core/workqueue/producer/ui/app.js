@@ -232,14 +232,16 @@
     const maxRate = Math.max(1, ...s.map((p) => p.rate));
     const maxWait = Math.max(1, ...s.map((p) => p.waiting));
     const t1 = s.length ? s[s.length - 1].t : 0;
-    const x = (t) => w - 4 - ((t1 - t) / (CHART_POINTS * 1000)) * (w - pad - 4);
+    // the span shown: the samples kept (up to 5 minutes), at least 30 s
+    const span = Math.max(30000, s.length ? t1 - s[0].t : 0);
+    const x = (t) => w - 4 - ((t1 - t) / span) * (w - pad - 4);
     const line = (cls, y) => {
       if (s.length > 1) add("polyline", { class: cls, points: s.map((p) => x(p.t).toFixed(1) + "," + y(p).toFixed(1)).join(" ") });
     };
     line("rate", (p) => h - pad - (p.rate / maxRate) * (h - pad - 10));
     line("wait", (p) => h - pad - (p.waiting / maxWait) * (h - pad - 10));
     add("text", { x: 4, y: 14 }, maxRate.toFixed(1) + "/s");
-    add("text", { x: pad, y: h - 8 }, "-5 min");
+    add("text", { x: pad, y: h - 8 }, span >= 120000 ? "-" + Math.round(span / 60000) + " min" : "-" + Math.round(span / 1000) + " s");
     add("text", { x: w - 40, y: h - 8 }, "now");
     return el("div", {}, svg, el("div", { class: "legend" },
       el("span", { class: "rate", text: "— finished jobs/s (max " + maxRate.toFixed(1) + ")" }),
@@ -267,7 +269,7 @@
         el("p", { class: "muted" }, `${o.queues.length} queues, ${o.workers} live workers, throughput ${rate}`,
           o.pause_supported ? "" : " (pause/resume: not available on this producer)"),
         chart(),
-        table(["queue", "state", ...STATUSES, "oldest waiting", "done", "failed", ""], rows,
+        table(["queue", "state", ...STATUSES, "oldest waiting", "done (total)", "failed (total)", ""], rows,
           [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]));
     },
 
