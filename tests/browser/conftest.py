@@ -160,9 +160,11 @@ def page_and_log(browser: Any) -> Iterator[tuple[Any, PageLog]]:
     page.on("request", lambda request: log.requests.append(request.url))
     page.on(
         "console",
-        lambda msg: log.errors.append(f"console {msg.type}: {msg.text}")
-        if msg.type in ("error", "warning")
-        else None,
+        lambda msg: (
+            log.errors.append(f"console {msg.type}: {msg.text}")
+            if msg.type in ("error", "warning")
+            else None
+        ),
     )
     page.on("pageerror", lambda exc: log.errors.append(f"page error: {exc}"))
     try:

@@ -139,9 +139,7 @@ def test_operate_from_the_dashboard(
     shot(page, "workers")
     page.click("nav a[data-view=jobs]")
     page.select_option("#status-select", "active")
-    page.locator("#jobs-view tr", has_text=running_id).locator(
-        "button[data-action=cancel]"
-    ).click()
+    page.locator("#jobs-view tr", has_text=running_id).locator("button[data-action=cancel]").click()
     stack.wait_status(running_id, "cancelled")
     page.goto(stack.url + f"/ui#job/{running_id}")
     expect(page.locator("#job-view .badge.cancelled").first).to_be_visible(timeout=EXPECT_MS)

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,3 +136,13 @@ async def test_limits_lists_declared_limits(app_client: AsyncTestClient[Any]) ->
     by_type = {row["type"]: row for row in rows}
     assert by_type["test_limited_conc"]["effective"]["concurrency"] == 2
     assert by_type["test_limited_rate"]["effective"]["rate"] == "10/s"
+
+
+def test_the_wheel_ships_the_dashboard(tmp_path: Path) -> None:
+    """No build step: the wheel holds the page's files as they are in the tree."""
+    from test_newuser_packaging import ROOT, build_wheel
+
+    with build_wheel(ROOT, tmp_path) as wheel:
+        for name in ("index.html", "app.js", "app.css", "favicon.svg"):
+            shipped = wheel.read(f"workqueue/producer/ui/{name}")
+            assert shipped == (ROOT / "core/workqueue/producer/ui" / name).read_bytes(), name
