@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import wq_testkit  # noqa: E402
-from conftest import API_KEY, Stack  # noqa: E402
+from dashboard_kit import API_KEY, Stack  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
@@ -39,9 +39,9 @@ def main() -> None:
         server = RedisServer(Path(tmp))
         server.start()
         wq_testkit.REDIS_URL = server.url  # the Stack's processes use this Redis
-        import conftest
+        import dashboard_kit
 
-        conftest.REDIS_URL = server.url
+        dashboard_kit.REDIS_URL = server.url
         stack = Stack("wqcost", Path(tmp))
         try:
             stack.start_producer()

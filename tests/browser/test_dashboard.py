@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY, PageLog, Stack
+from dashboard_kit import API_KEY, PageLog, Stack
 
 from workqueue.client import Client
 
