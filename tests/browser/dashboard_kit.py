@@ -90,6 +90,15 @@ class Stack:
         job_id: str = answer.json()["id"]
         return job_id
 
+    def put_schedule(self, name: str, body: dict[str, Any]) -> None:
+        answer = httpx.put(
+            f"{self.url}/schedules/{name}",
+            json=body,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=5,
+        )
+        assert answer.status_code in (200, 201), answer.text
+
     def job(self, job_id: str) -> dict[str, Any]:
         answer = httpx.get(
             f"{self.url}/jobs/{job_id}", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5

@@ -157,8 +157,20 @@ def test_operate_from_the_dashboard(
     page.click("nav a[data-view=limits]")
     expect(page.locator("#limits-view")).to_contain_text("test_limited_conc", timeout=EXPECT_MS)
     shot(page, "limits")
+    stack.put_schedule(
+        "nightly-echo",
+        {
+            "cron": "0 3 * * *",
+            "type": "test_echo",
+            "payload": {"secret": "s3cr3t-value"},
+            "queue": "dash",
+        },
+    )
     page.click("nav a[data-view=schedules]")
-    expect(page.locator("#schedules-view h2")).to_be_visible(timeout=EXPECT_MS)
+    schedule = page.locator("#schedules-view tr", has_text="nightly-echo")
+    expect(schedule).to_contain_text("0 3 * * *", timeout=EXPECT_MS)
+    assert "s3cr3t-value" not in page.content()
+    shot(page, "schedules")
 
     # forgetting the key hides everything again
     page.click("#logout")

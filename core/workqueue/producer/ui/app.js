@@ -162,8 +162,12 @@
       }
       $("status").textContent = "refresh failed: " + err.message;
     }
-    if (!$("view").hidden) state.timer = setTimeout(refresh, REFRESH_MS);
+    // a hidden tab stops polling (no cost on Redis); it refreshes at once when shown again
+    if (!$("view").hidden && !document.hidden) state.timer = setTimeout(refresh, REFRESH_MS);
   }
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && !$("view").hidden && !state.timer) refresh();
+  });
 
   async function poll(view) {
     const overview = await api("/ui/api/overview");
@@ -360,10 +364,13 @@
         throw err;
       }
       const list = Array.isArray(data) ? data : data.schedules || [];
-      const rows = list.map((s) => [s.name, s.cron, s.type, s.queue, s.timezone || "UTC",
-        s.paused ? badge("paused") : "active", when(s.next_run_at || s.next_at || ""), when(s.last_run_at || s.last_at || "")]);
+      // the payload of a schedule is not shown (payload values only on request, per job)
+      const rows = list.map((s) => [s.name, s.cron, s.type, s.queue, s.timezone || "UTC", s.source || "-",
+        s.paused ? badge("paused") : "active", when(s.next_tick), when(s.last_tick),
+        s.last_job_id ? jobLink(s.last_job_id) : "-", String(s.fired ?? 0)]);
       return el("div", { id: "schedules-view" }, el("h2", { text: "Schedules" }),
-        table(["name", "cron", "type", "queue", "timezone", "state", "next", "last"], rows));
+        table(["name", "cron", "type", "queue", "timezone", "source", "state", "next tick", "last tick", "last job", "fired"],
+          rows, [10]));
     },
 
     async limits() {
