@@ -41,6 +41,7 @@ from workqueue.errors import (
 from workqueue.producer.job_routes import build_job_routes
 from workqueue.producer.openapi_page import SchemaPage
 from workqueue.producer.parsing import MalformedBody
+from workqueue.producer.read_routes import build_read_routes  # H9 dashboard
 from workqueue.producer.routes import build_routes
 from workqueue.producer.schedule_routes import schedule_routes  # H7 cron
 from workqueue.producer.schemas import (
@@ -49,6 +50,7 @@ from workqueue.producer.schemas import (
     ErrorAnswer,
     ProducerComponents,
 )
+from workqueue.producer.ui_routes import build_ui_routes  # H9 dashboard
 from workqueue.registry import Registry, build_registry
 from workqueue.settings import DEFAULT_REDIS_URL
 
@@ -277,6 +279,8 @@ def create_app(settings: ProducerSettings, registry: Registry | None = None) -> 
             *build_routes(settings, job_types),
             *build_job_routes(settings),
             *schedule_routes(settings, job_types),  # H7 cron
+            *build_read_routes(settings, job_types),  # H9 dashboard
+            *build_ui_routes(),  # H9 dashboard
         ],
         lifespan=[lifespan],
         state=State({"settings": settings}),
