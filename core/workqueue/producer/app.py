@@ -36,6 +36,7 @@ from workqueue.errors import (
     TaskValidationError,
     UnknownJobTypeError,
 )
+from workqueue.producer.metrics_route import metrics_route
 from workqueue.producer.openapi_page import SchemaPage
 from workqueue.producer.parsing import MalformedBody
 from workqueue.producer.routes import build_routes
@@ -247,7 +248,7 @@ def create_app(settings: ProducerSettings, registry: Registry | None = None) -> 
             await client.aclose()
 
     return Litestar(
-        route_handlers=build_routes(settings, job_types),
+        route_handlers=[*build_routes(settings, job_types), metrics_route(settings)],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         dependencies={"client": Provide(_client, sync_to_thread=False)},
