@@ -67,6 +67,9 @@ class NewJob(msgspec.Struct, frozen=True):
     run_at_ms: int = -1
     idempotency_key: str = ""
     fingerprint: str = ""
+    #: W3C trace context of the enqueue span (workqueue.tracing; "" without tracing); to be
+    #: stored as the record field ``traceparent`` by enqueue.lua
+    traceparent: str = ""
 
 
 class EnqueuedJob(msgspec.Struct, frozen=True):
@@ -106,6 +109,8 @@ class ReservedJob(msgspec.Struct, frozen=True):
     enqueued_at_ms: int
     failures: int
     lost: int
+    #: the record's ``traceparent`` (workqueue.tracing; "" when none)
+    traceparent: str = ""
 
 
 class JobInfo(msgspec.Struct, frozen=True):

@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from workqueue import __version__
+from workqueue import __version__, tracing
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
 from workqueue.client import Client, Limits
@@ -250,6 +250,7 @@ def create_app(settings: ProducerSettings, registry: Registry | None = None) -> 
     return Litestar(
         route_handlers=[*build_routes(settings, job_types), metrics_route(settings)],
         lifespan=[lifespan],
+        middleware=tracing.http_middleware(),  # OpenTelemetry spans of enqueue requests
         state=State({"settings": settings}),
         dependencies={"client": Provide(_client, sync_to_thread=False)},
         guards=[_request_guard, *([_auth_guard(settings.api_key)] if settings.api_key else [])],
