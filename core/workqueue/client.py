@@ -24,7 +24,7 @@ import msgspec
 from workqueue import clock, tracing
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
-from workqueue.broker.contract import EnqueueResult
+from workqueue.broker.contract import CancelResult, EnqueueResult
 from workqueue.errors import (
     IdempotencyConflict,
     PayloadValidationError,
@@ -567,6 +567,13 @@ class Client:
         """The job's current record (raises JobNotFound)."""
         return await self.broker.get_job(job_id)
 
+    async def cancel(self, job_id: str) -> CancelResult:
+        """Cancel a job (SPEC 11): a queued, scheduled or retrying one is cancelled at once
+        (outcome ``cancelled``); a running one is asked to stop (``cancelling``: it ends
+        cancelled within a third of its lease); a finished one is left alone (``finished``).
+        Raises JobNotFound for an unknown id."""
+        return await self.broker.cancel(job_id)
+
 
 class SyncClient:
     """A blocking wrapper of :class:`Client` for Flask/Django-style code."""
@@ -593,6 +600,10 @@ class SyncClient:
 
     def get_job(self, job_id: str) -> JobInfo:
         return self._loop.run_until_complete(self._client.get_job(job_id))
+
+    def cancel(self, job_id: str) -> CancelResult:
+        """See :meth:`Client.cancel`."""
+        return self._loop.run_until_complete(self._client.cancel(job_id))
 
     def close(self) -> None:
         self._loop.run_until_complete(self._client.aclose())
