@@ -56,6 +56,7 @@ async def test_metrics_with_no_worker_count_queues_by_status(producer: Any) -> N
         "retrying": 0,
         "completed": 0,
         "failed": 0,
+        "cancelled": 0,
     }
     assert mail["depth"]["scheduled"] == 1 and mail["depth"]["queued"] == 0
     assert default["oldest_waiting_seconds"] >= 0 and mail["oldest_waiting_seconds"] == 0
@@ -127,6 +128,7 @@ def test_worker_rendering_keeps_its_own_section() -> None:
                 "retrying": 0,
                 "jobs_done": 0,
                 "jobs_failed": 0,
+                "jobs_cancelled": 0,
                 "failed_attempts": 0,
                 "lost_leases": 0,
                 "oldest_waiting_seconds": 1.5,
@@ -207,7 +209,7 @@ async def test_one_scrape_costs_the_same_round_trips_for_1_10_and_200_queues(
             after_reads, after_calls = _server_counters(admin)
         assert answer.status_code == 200
         text = answer.text
-        assert text.count("workqueue_queue_depth{") == 6 * n_queues
+        assert text.count("workqueue_queue_depth{") == 7 * n_queues
         assert text.count("workqueue_type_jobs_done_total{") == n_queues
         # INFO commandstats of "before" and INFO stats of "after" fall in between
         measured[n_queues] = (trips, after_reads - before_reads - 2, after_calls - before_calls - 2)

@@ -126,3 +126,14 @@ async def test_job_types_without_a_plugin() -> None:
     ) as wq:
         info = await wq.run("double", {"n": 21}, queue="math")
     assert info.status == "completed" and info.result == 42 and info.queue == "math"
+
+
+async def test_a_running_job_cancelled_through_the_client_ends_cancelled(
+    installed_test_plugin: None, workqueue_worker: WorkerFactory
+) -> None:
+    wq = await workqueue_worker(only=[TEST_PLUGIN])
+    job = await wq.enqueue("test_sleep", {"seconds": 30})
+    await wq.wait(job.id, statuses=["active"])
+    await wq.client.cancel(job.id)
+    info = await wq.wait(job.id)
+    assert info.status == "cancelled"

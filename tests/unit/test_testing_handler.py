@@ -183,3 +183,45 @@ async def test_an_isolated_job_type_runs_in_a_child_process(installed_test_plugi
     assert result.result["pid"] != os.getpid()
     failed = await run_job("test_isolated_fail", {}, registry=registry)
     assert failed.status == "failed" and failed.error == "ValueError: isolated failure"
+
+
+async def counting(payload: dict[str, Any], ctx: JobContext) -> str:
+    for done in range(1, 4):
+        ctx.set_progress({"done": done, "total": 3})
+        await asyncio.sleep(0.01 * payload.get("slow", 0))
+    return "counted"
+
+
+async def test_progress_reported_by_the_handler_is_kept_in_order() -> None:
+    result = await run_job(JobType(name="counting", handler=counting), {})
+    assert result.result == "counted"
+    assert result.progress == [
+        {"done": 1, "total": 3},
+        {"done": 2, "total": 3},
+        {"done": 3, "total": 3},
+    ]
+
+
+async def test_a_cancel_request_stops_a_running_async_handler() -> None:
+    switch = CancelSwitch()
+    asyncio.get_running_loop().call_later(0.1, switch.cancel)
+    result = await run_job(
+        JobType(name="counting", handler=counting), {"slow": 100}, cancelled=switch
+    )
+    assert result.status == "cancelled" and result.result is None and result.error is None
+    assert result.context.cancelled and len(result.progress) == 1  # stopped in its first sleep
+
+
+async def test_a_cancel_request_reaches_a_plain_def_through_ctx_cancelled() -> None:
+    switch = CancelSwitch()
+    threading.Timer(0.1, switch.cancel).start()
+    result = await run_job(JobType(name="careful", handler=careful), {}, cancelled=switch)
+    assert result.status == "cancelled" and switch.cancel_requested
+
+
+async def test_a_job_cancelled_before_it_runs_never_runs() -> None:
+    seen.clear()
+    switch = CancelSwitch()
+    switch.cancel()
+    result = await run_job(SHIP, {"order_id": 1, "items": []}, cancelled=switch)
+    assert result.status == "cancelled" and seen == []

@@ -8,7 +8,7 @@ cannot disagree, and nothing outside ``workqueue.broker`` touches Redis.
 Costs (round trips; a pipeline is one):
 
 - :meth:`ReadModel.figures`: 3 whatever the number of queues (``SMEMBERS`` of the queue
-  registry; one pipeline of 8 commands per queue plus ``TIME``; one pipeline of one ``HGET``
+  registry; one pipeline of 9 commands per queue plus ``TIME``; one pipeline of one ``HGET``
   per queue that has a job waiting, skipped when none has).
 - :meth:`ReadModel.workers`: 2 (``ZRANGE`` of the registry, then one pipelined ``GET`` per
   worker: no multi-key ``MGET``, which Redis Cluster refuses across slots).
@@ -62,7 +62,7 @@ class _AdvertWire(msgspec.Struct):
 _ADVERT = msgspec.json.Decoder(_AdvertWire)
 
 #: commands per queue in the figures pipeline (see :meth:`ReadModel._queue_commands`)
-_PER_QUEUE = 8
+_PER_QUEUE = 9
 
 
 def _s(value: Any) -> str:
@@ -177,7 +177,7 @@ class ReadModel:
         }
 
     async def queue_figures(self, names: Sequence[str]) -> SystemFigures:
-        """These queues' figures only, in order: one pipeline (8 commands per queue and
+        """These queues' figures only, in order: one pipeline (9 commands per queue and
         ``TIME``), then one ``HGET`` per queue with a job waiting (skipped when none has)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in names:
@@ -188,9 +188,9 @@ class ReadModel:
         rows: list[QueueFigures] = []
         heads: list[tuple[QueueFigures, str]] = []
         for at, q in enumerate(names):
-            stats, queued, active, scheduled, retrying, completed, failed, head = replies[
-                at * _PER_QUEUE : (at + 1) * _PER_QUEUE
-            ]
+            stats, queued, active, scheduled, retrying, completed, failed, head, cancelled = (
+                replies[at * _PER_QUEUE : (at + 1) * _PER_QUEUE]
+            )
             row = QueueFigures(
                 queue=q,
                 queued=int(queued),
@@ -199,6 +199,7 @@ class ReadModel:
                 retrying=int(retrying),
                 completed_kept=int(completed),
                 failed_kept=int(failed),
+                cancelled_kept=int(cancelled),
                 # a corrupt counter reads as 0 (the scripts restart it from 0 the same way)
                 counters={_s(k): _int(v) for k, v in stats.items()},
             )
@@ -226,6 +227,7 @@ class ReadModel:
         pipe.zcard(k.completed)
         pipe.zcard(k.failed)
         pipe.lindex(k.queued, 0)
+        pipe.zcard(k.cancelled)
 
     async def server_time_ms(self) -> int:
         """Redis's clock, ms."""

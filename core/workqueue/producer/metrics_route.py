@@ -44,6 +44,7 @@ class QueueDepth(msgspec.Struct):
     retrying: int
     completed: int
     failed: int
+    cancelled: int
 
 
 class QueueMetrics(msgspec.Struct):
@@ -52,6 +53,7 @@ class QueueMetrics(msgspec.Struct):
     jobs_in_queue: int
     jobs_done: int
     jobs_failed: int
+    jobs_cancelled: int
     running: int
     scheduled: int
     retrying: int
@@ -69,6 +71,7 @@ class MetricsAnswer(msgspec.Struct):
     total_jobs_in_queue: int
     jobs_done: int
     jobs_failed: int
+    jobs_cancelled: int
     running: int
     scheduled: int
     retrying: int

@@ -54,19 +54,45 @@ THREAD_GRACE_SECONDS = 5.0
 
 
 class CancelSwitch(CancelFlag):
-    """A ``ctx.cancelled`` flag the test can set (:meth:`set`), before or during a run.
+    """``ctx.cancelled`` under the test's control, and the progress the handler reports.
 
-    The worker sets this flag when an attempt times out, loses its lease or is handed back by
-    a graceful stop; a plain ``def`` handler is expected to check it between steps. Setting
-    it here only sets the flag (the handler sees it at its next check); to see an
-    ``async def`` handler cancelled as well, give :func:`run_job` a ``timeout``.
+    - :meth:`set` only sets the flag, before or during a run: the handler sees it at its next
+      check (a plain ``def`` handler is expected to check it between steps).
+    - :meth:`cancel` is a cancel request (``POST /jobs/{id}/cancel``) as a worker handles it
+      for a running attempt: the flag is set, an ``async def`` handler's task is cancelled, and
+      the attempt ends ``"cancelled"`` at once (a plain ``def`` handler's thread is given
+      :data:`THREAD_GRACE_SECONDS` to notice the flag and return). Called before
+      :func:`run_job`, the handler never runs (a cancelled job is never started).
+
+    Both are safe from any thread (a ``threading.Timer``, the handler's own thread).
     """
 
-    __slots__ = ()
+    __slots__ = ("_wake", "cancel_requested", "progress")
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: every value the handler reported with ``ctx.set_progress``, in order (as JSON
+        #: values: checked and encoded as the worker does, then read back)
+        self.progress: list[Any] = []
+        #: whether :meth:`cancel` was called
+        self.cancel_requested = False
+        self._wake: Callable[[], None] | None = None
 
     def set(self) -> None:
         """Set the flag (thread-safe: a plain attribute)."""
         self._cancelled = True
+
+    def cancel(self) -> None:
+        """Ask for the job to be cancelled, as ``POST /jobs/{id}/cancel`` does."""
+        self.cancel_requested = True
+        self._cancelled = True
+        wake = self._wake
+        if wake is not None:
+            wake()
+
+    def report_progress(self, encoded: str) -> None:
+        """Keep a value ``ctx.set_progress`` checked (a worker would send the latest)."""
+        self.progress.append(msgspec.json.decode(encoded))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,18 +109,20 @@ class AttemptResult:
     """How the attempt ended, as the worker would record it.
 
     - ``status``: the job's status after this attempt: ``"completed"``, ``"retrying"`` (a
-      failed attempt with retries left; ``retry_in_seconds`` is the wait) or ``"failed"``
+      failed attempt with retries left; ``retry_in_seconds`` is the wait), ``"failed"``
       (retries used up, :class:`~workqueue.PermanentError`, an invalid payload, or a timeout
-      with no retry left).
+      with no retry left) or ``"cancelled"`` (:meth:`CancelSwitch.cancel`).
     - ``result``: the return value as stored (encoded to JSON and read back; ``None`` with
       ``result_warning`` set when it is not JSON-able or over the size limit, as the worker
       does).
     - ``error``: the one-line error the job record would hold; ``exception`` the exception
       itself (``None`` on success).
     - ``logs``: the lines written through ``ctx.logger`` (not for ``isolation="process"``).
+    - ``progress``: the values reported with ``ctx.set_progress``, in order (a worker keeps
+      the last one in the job record).
     """
 
-    status: Literal["completed", "retrying", "failed"]
+    status: Literal["completed", "retrying", "failed", "cancelled"]
     context: JobContext
     result: Any = None
     error: str | None = None
@@ -104,6 +132,7 @@ class AttemptResult:
     result_warning: str | None = None
     duration_seconds: float = 0.0
     logs: list[LogLine] = field(default_factory=list)
+    progress: list[Any] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
@@ -210,13 +239,25 @@ async def run_job(
             typed = decode_payload(registry, kind, raw, max_payload_bytes)
         except InvalidJobError as exc:
             error = f"invalid job: {sanitize(str(exc), 2000)}"  # as the worker words it
-            return AttemptResult("failed", ctx, error=error, exception=exc, logs=lines)
+            return AttemptResult(
+                "failed", ctx, error=error, exception=exc, logs=lines, progress=_progress(ctx)
+            )
+        if switch.cancel_requested:  # asked before it started: a cancelled job never runs
+            return AttemptResult("cancelled", ctx, logs=lines, progress=_progress(ctx))
         try:
-            value, timed_out = await _call(kind, typed, ctx, switch, timeout)
+            value, ended = await _call(kind, typed, ctx, switch, timeout)
         except Exception as exc:
             outcome = failure_outcome(exc, kind, failures)
             return _failed(ctx, exc, outcome.data, outcome.delay_ms, failures, retries, lines)
-        if timed_out:
+        if ended == "cancel":
+            return AttemptResult(
+                "cancelled",
+                ctx,
+                duration_seconds=time.perf_counter() - started,
+                logs=lines,
+                progress=_progress(ctx),
+            )
+        if ended == "timeout":
             late = TimeoutError(f"timed out after {timeout:g}s")
             delay = failure_outcome(late, kind, failures).delay_ms
             return _failed(ctx, late, str(late), delay, failures, retries, lines, timed_out=True)
@@ -228,6 +269,7 @@ async def run_job(
             result_warning=warning,
             duration_seconds=time.perf_counter() - started,
             logs=lines,
+            progress=_progress(ctx),
         )
     finally:
         logger.remove(sink)
@@ -260,17 +302,50 @@ def _failed(
             retry_in_seconds=delay_ms / 1000,
             timed_out=timed_out,
             logs=lines,
+            progress=_progress(ctx),
         )
-    return AttemptResult("failed", ctx, error=error, exception=exc, timed_out=timed_out, logs=lines)
+    return AttemptResult(
+        "failed",
+        ctx,
+        error=error,
+        exception=exc,
+        timed_out=timed_out,
+        logs=lines,
+        progress=_progress(ctx),
+    )
 
 
 async def _call(
     kind: JobType, payload: Any, ctx: JobContext, switch: CancelSwitch, timeout: float
-) -> tuple[Any, bool]:
-    """The handler's return value, and whether the attempt timed out. At the timeout the flag
-    is set and the task cancelled; a plain ``def``'s thread (which cannot be interrupted) gets
-    :data:`THREAD_GRACE_SECONDS` to notice the flag and return, then is left to finish alone
-    (a daemon thread: it never holds up the test run's exit)."""
+) -> tuple[Any, Literal["returned", "timeout", "cancel"]]:
+    """The handler's return value, and how the attempt ended. At the timeout or a cancel
+    request the flag is set and the task cancelled; a plain ``def``'s thread (which cannot be
+    interrupted) gets :data:`THREAD_GRACE_SECONDS` to notice the flag and return, then is left
+    to finish alone (a daemon thread: it never holds up the test run's exit)."""
+    loop = asyncio.get_running_loop()
+    asked = asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the run is over
+            loop.call_soon_threadsafe(asked.set)
+
+    switch._wake = wake
+    waiter = asyncio.ensure_future(asked.wait())
+    try:
+        return await _call_until(kind, payload, ctx, switch, timeout, waiter)
+    finally:
+        switch._wake = None
+        waiter.cancel()
+
+
+async def _call_until(
+    kind: JobType,
+    payload: Any,
+    ctx: JobContext,
+    switch: CancelSwitch,
+    timeout: float,
+    waiter: asyncio.Future[Any],
+) -> tuple[Any, Literal["returned", "timeout", "cancel"]]:
     handler: Callable[..., Any] = kind.handler
     if kind.isolation == "process":
         work: asyncio.Future[Any] = asyncio.ensure_future(run_isolated(handler, payload, ctx))
@@ -278,8 +353,10 @@ async def _call(
         work = asyncio.ensure_future(handler(payload, ctx))
     else:
         work = _in_thread(handler, payload, ctx)
-    done, _ = await asyncio.wait({work}, timeout=timeout)
-    if not done:
+    done, _ = await asyncio.wait(
+        {work, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+    )
+    if work not in done:
         switch.set()
         if isinstance(work, asyncio.Task):
             work.cancel()
@@ -289,11 +366,11 @@ async def _call(
             await asyncio.wait({work}, timeout=THREAD_GRACE_SECONDS)
             if work.done():
                 work.exception()  # retrieved: an error after the timeout is not reported
-        return None, True
+        return None, "cancel" if waiter in done else "timeout"
     result = work.result()
     if inspect.isawaitable(result):  # a plain def that returned a coroutine, as the worker allows
         result = await result
-    return result, False
+    return result, "returned"
 
 
 def _in_thread(handler: Callable[..., Any], payload: Any, ctx: JobContext) -> asyncio.Future[Any]:
@@ -321,6 +398,11 @@ def _in_thread(handler: Callable[..., Any], payload: Any, ctx: JobContext) -> as
 
     threading.Thread(target=target, name="wq-testing-handler", daemon=True).start()
     return future
+
+
+def _progress(ctx: JobContext) -> list[Any]:
+    flag = ctx.cancelled
+    return list(flag.progress) if isinstance(flag, CancelSwitch) else []
 
 
 def _collector(lines: list[LogLine]) -> Callable[[Message], None]:

@@ -162,6 +162,7 @@ def queue_row(fig: QueueFigures) -> dict[str, Any]:
             "retrying": fig.retrying,
             "completed": fig.completed_kept,
             "failed": fig.failed_kept,
+            "cancelled": fig.cancelled_kept,
         },
     }
 
