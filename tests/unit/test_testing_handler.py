@@ -225,3 +225,19 @@ async def test_a_job_cancelled_before_it_runs_never_runs() -> None:
     switch.cancel()
     result = await run_job(SHIP, {"order_id": 1, "items": []}, cancelled=switch)
     assert result.status == "cancelled" and seen == []
+
+
+def test_the_pytest_plugin_loads_neither_redis_nor_the_worker() -> None:
+    """Every pytest run with workqueue-core installed imports the plugin (pytest11)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, workqueue.testing.pytest_plugin\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('redis', 'workqueue.worker', "
+        "'workqueue.broker', 'workqueue.testing.'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "['workqueue.testing.pytest_plugin']"
