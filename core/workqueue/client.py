@@ -33,6 +33,7 @@ from workqueue.errors import (
 )
 from workqueue.job import EnqueuedJob, JobInfo, NewJob, ms_to_datetime
 from workqueue.jobtypes import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, NAME_PATTERN, JobType
+from workqueue.limits import check_limit_key
 from workqueue.log import EventBatch
 from workqueue.registry import Registry
 from workqueue.schema import PAYLOAD_ROOT, validate_payload
@@ -71,6 +72,8 @@ class TaskSpec:
     run_at: datetime | str | None = None
     timeout: float | None = None
     idempotency_key: str | None = None
+    #: limits of the type apply per (type, limit_key) (SPEC 12; workqueue.limits)
+    limit_key: str | None = None
 
 
 def number_text(value: float) -> str:
@@ -107,6 +110,7 @@ def prepare_task(
         spec.run_at,
         spec.timeout,
         spec.idempotency_key,
+        spec.limit_key,
     )
 
 
@@ -172,6 +176,7 @@ def _prepare(
     run_at: datetime | str | None,
     timeout: float | None,
     idempotency_key: str | None,
+    limit_key: str | None = None,
 ) -> NewJob:
     """:func:`prepare_task` on the fields themselves (the hot path builds no TaskSpec)."""
     _check_name("type", type)
@@ -196,9 +201,10 @@ def _prepare(
         key = idempotency_key
         if len(key) > limits.max_idempotency_key or any(c in key for c in "\r\n\0"):
             raise TaskValidationError("idempotency_key", "too long or contains control characters")
-        fingerprint = hashlib.sha256(
-            msgspec.json.encode([type, queue, retries, timeout, delay_ms, run_at_ms]) + encoded
-        ).hexdigest()[:32]
+        shape: list[Any] = [type, queue, retries, timeout, delay_ms, run_at_ms]
+        if limit_key:
+            shape.append(limit_key)
+        fingerprint = hashlib.sha256(msgspec.json.encode(shape) + encoded).hexdigest()[:32]
     return NewJob(
         id=_urandom(16).hex(),
         type=type,
@@ -210,7 +216,18 @@ def _prepare(
         run_at_ms=run_at_ms,
         idempotency_key=key,
         fingerprint=fingerprint,
+        limit_key=_limit_key(limit_key),
     )
+
+
+def _limit_key(value: Any) -> str:
+    """A task's limit_key checked (see workqueue.limits); '' when none."""
+    if value is None:
+        return ""
+    try:
+        return check_limit_key(value)
+    except ValueError as exc:
+        raise TaskValidationError("limit_key", str(exc)) from None
 
 
 _RFC3339 = re.compile(
@@ -428,6 +445,7 @@ class Client:
         run_at: datetime | str | None = None,
         timeout: float | None = None,
         idempotency_key: str | None = None,
+        limit_key: str | None = None,
     ) -> EnqueuedJob:
         """Validate and enqueue one job (one round trip, shared with concurrent calls)."""
         remote: Iterable[str] = ()
@@ -445,6 +463,7 @@ class Client:
             run_at,
             timeout,
             idempotency_key,
+            limit_key,
         )
         answer = await self._answer(job, await self._write(job))
         _events.add((answer,))

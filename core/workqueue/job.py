@@ -70,6 +70,8 @@ class NewJob(msgspec.Struct, frozen=True):
     run_at_ms: int = -1
     idempotency_key: str = ""
     fingerprint: str = ""
+    #: limits of the type apply per (type, limit_key) ('' = the type's own bucket)
+    limit_key: str = ""
     #: W3C trace context of the enqueue span (workqueue.tracing; "" without tracing); to be
     #: stored as the record field ``traceparent`` by enqueue.lua
     traceparent: str = ""

@@ -18,6 +18,13 @@ import msgspec
 from redis.asyncio import ConnectionPool, Redis
 
 from workqueue.broker.channel import ScriptChannel, pack
+from workqueue.broker.cluster import (
+    REDIRECTS,
+    ClusterWaits,
+    NodeClients,
+    gather_in_order,
+    is_cluster,
+)
 from workqueue.broker.config import BrokerConfig
 from workqueue.broker.contract import (
     Applied,
@@ -94,10 +101,23 @@ class Broker(ReadModel):
         self.scripts = Scripts(redis)
         self._known_queues: set[str] = set()
         self._keys_cache: dict[str, QueueKeys] = {}
+        #: on Redis Cluster: per-master clients, channels and blocking waits
+        self._nodes = NodeClients(redis) if is_cluster(redis) else None  # type: ignore[arg-type]
+        self._waits = ClusterWaits(self._nodes) if self._nodes is not None else None
         #: the enqueue path's own connection (plain clients; others go through redis-py)
-        self._channel = ScriptChannel(redis) if hasattr(redis, "connection_pool") else None
-        if self.config.durable_enqueue and self._channel is not None:
-            socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        self._channel = (
+            ScriptChannel(redis)
+            if self._nodes is None and hasattr(redis, "connection_pool")
+            else None
+        )
+        if self.config.durable_enqueue:
+            if self._nodes is not None:
+                kwargs = self._nodes.cluster.nodes_manager.connection_kwargs
+            elif self._channel is not None:
+                kwargs = redis.connection_pool.connection_kwargs
+            else:
+                kwargs = {}
+            socket_timeout = kwargs.get("socket_timeout")
             if socket_timeout and self.config.durable_timeout_s >= socket_timeout:
                 raise ConfigurationError(
                     f"durable timeout ({self.config.durable_timeout_s:g} s) must be shorter "
@@ -124,6 +144,10 @@ class Broker(ReadModel):
         """Close the connections (the blocking one too, when the broker made it)."""
         if self._channel is not None:
             await self._channel.close()
+        if self._waits is not None:
+            self._waits.cancel()
+        if self._nodes is not None:
+            await self._nodes.aclose()
         if self._blocking is not None and self._own_blocking:
             # a client made on a pool of its own does not close that pool by itself
             await self._blocking.aclose()
@@ -161,19 +185,20 @@ class Broker(ReadModel):
                 chunk = indexes[at : at + ENQUEUE_CHUNK]
                 plan.append(chunk)
                 calls.append((queue, [jobs[i] for i in chunk]))
-        acked: int | None = None
-        if self._channel is not None:
+        if self._nodes is not None:
+            replies, acked = await self._send_per_master(calls)
+        elif self._channel is not None:
             commands: list[Callable[[], bytes]] = [
                 partial(self._pack_enqueue, queue, batch) for queue, batch in calls
             ]
             if self.config.durable_enqueue:
                 replies, acked = await self._enqueue_durably(self._channel, commands, calls)
             else:
-                replies = await self._channel.execute(commands, self.scripts.enqueue)
+                replies, acked = await self._channel.execute(commands, self.scripts.enqueue), None
         else:
             if self.config.durable_enqueue:
                 raise ConfigurationError("durable enqueue needs the enqueue channel")
-            replies = []
+            replies, acked = [], None
             for queue, batch in calls:
                 keys, args = self._enqueue_args(queue, batch)
                 replies.append(await self.scripts.enqueue(keys=keys, args=args))
@@ -239,6 +264,57 @@ class Broker(ReadModel):
         assert first is not None
         return first, acked
 
+    async def _send_per_master(
+        self, calls: list[tuple[str, list[NewJob]]]
+    ) -> tuple[list[Any], int | None]:
+        """The enqueue calls on a cluster: one batch per master on its channel, all at once
+        (with ``WAIT`` per master when durable). A redirected call is sent again through the
+        cluster client (enqueue calls are safe to repeat)."""
+        assert self._nodes is not None
+        items: list[tuple[str, Callable[[], bytes]]] = [
+            (self.keys(queue).queued, partial(self._pack_enqueue, queue, batch))
+            for queue, batch in calls
+        ]
+        if self.config.durable_enqueue:
+            return await self._enqueue_durably_per_master(items, calls)
+        replies = await self._nodes.execute_grouped(
+            items,
+            self.scripts.enqueue,
+            lambda i: self.scripts.enqueue(*self._enqueue_args(*calls[i])),
+        )
+        return replies, None
+
+    async def _enqueue_durably_per_master(
+        self,
+        items: list[tuple[str, Callable[[], bytes]]],
+        calls: list[tuple[str, list[NewJob]]],
+    ) -> tuple[list[Any], int]:
+        """Durable enqueue on a cluster: :meth:`_enqueue_durably` on each master's channel
+        (its calls, then ``WAIT`` there: a master's replicas acknowledge that master's
+        writes), all masters at once; the replicas acknowledged are the fewest any master
+        got. A redirection (the slot moved) refreshes the slot map and is raised: the caller
+        sends the jobs again (same ids, so never twice)."""
+        nodes = self._nodes
+        assert nodes is not None
+        groups = await nodes.groups([key for key, _ in items])
+        replies: list[Any] = [None] * len(items)
+        acks: list[int] = []
+
+        async def one(name: str, indexes: list[int]) -> None:
+            try:
+                got, acked = await self._enqueue_durably(
+                    nodes.channel(name), [items[i][1] for i in indexes], [calls[i] for i in indexes]
+                )
+            except REDIRECTS:
+                await nodes.refresh()
+                raise
+            for i, reply in zip(indexes, got, strict=True):
+                replies[i] = reply
+            acks.append(acked)
+
+        await gather_in_order([partial(one, name, ix) for name, ix in groups.items()])
+        return replies, min(acks)
+
     async def _register_queues(self, queues: Sequence[str]) -> None:
         raw = await self.scripts.register_queues(
             keys=[self.globals.queues], args=[self.config.max_queues, *queues]
@@ -261,6 +337,7 @@ class Broker(ReadModel):
                 job.run_at_ms,
                 job.idempotency_key,
                 job.fingerprint,
+                job.limit_key,
             )
             number = shapes.get(shape)
             if number is None:
@@ -273,8 +350,9 @@ class Broker(ReadModel):
             NOTIFY_CAP,
             len(shapes),
         ]
-        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint in shapes:
+        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint, lkey in shapes:
             args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
+            args.append(lkey)  # limit_key (SPEC 12)
         args += tail
         mark = self._mark(queue, jobs)
         return [k.queued, k.scheduled, k.notify, k.stats, k.ledger, mark], args
@@ -460,9 +538,13 @@ class Broker(ReadModel):
         self, queues: Sequence[str], call: Callable[[str, Any], Awaitable[Any]]
     ) -> list[Any]:
         """One script call per queue: a plain EVALSHA for one queue (one round trip; a
-        redis-py pipeline would add a SCRIPT EXISTS), one pipeline for several."""
+        redis-py pipeline would add a SCRIPT EXISTS), one pipeline for several. On a cluster,
+        one EVALSHA per queue, all at once, each sent to the master of its queue's slot (the
+        cluster client follows redirections and loads a script a master lacks)."""
         if len(queues) == 1:
             return [await call(queues[0], None)]
+        if self._nodes is not None:
+            return await gather_in_order([partial(call, q, None) for q in queues])
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 await call(queue, pipe)
@@ -537,10 +619,16 @@ class Broker(ReadModel):
     async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool:
         """Block on the queues' wake-up lists until a token or the timeout; True when woken.
 
+        On a cluster the queues' lists may be on several masters (and one BLPOP may not span
+        two slots): one BLPOP per queue, concurrently; see
+        :class:`workqueue.broker.cluster.ClusterWaits`.
+
         The broker's own blocking connection is used; a wait that outlasts its timeout by
         5 s (a dead link) is abandoned and its connection dropped.
         """
         keys = [self.keys(q).notify for q in queues]
+        if self._waits is not None:  # one BLPOP per queue, each on its queue's master
+            return await self._waits.wait(keys, timeout_s)
         blocking = self._blocking_client()
         timeout = max(0.01, round(timeout_s, 3))
         async with asyncio.timeout(timeout + 5.0):

@@ -10,6 +10,11 @@ Costs (round trips; a pipeline is one):
 - :meth:`ReadModel.figures`: 3 whatever the number of queues (``SMEMBERS`` of the queue
   registry; one pipeline of 9 commands per queue plus ``TIME``; one pipeline of one ``HGET``
   per queue that has a job waiting, skipped when none has).
+
+On Redis Cluster the client is redis-py's cluster client: a pipeline is split into one pipeline
+per master, sent concurrently (so each round trip above is one concurrent round trip per master
+holding one of the queues), every command names keys of one slot (no ``MGET``, no multi-key
+``DEL``), and ``TIME`` is asked of one node beside the figures pipeline, not inside it.
 - :meth:`ReadModel.workers`: 2 (``ZRANGE`` of the registry, then one pipelined ``GET`` per
   worker: no multi-key ``MGET``, which Redis Cluster refuses across slots).
 - :meth:`ReadModel.list_jobs`, :meth:`ReadModel.locate_jobs`, :meth:`ReadModel.get_job`: the
@@ -18,12 +23,14 @@ Costs (round trips; a pipeline is one):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from redis.asyncio import Redis
 
+from workqueue.broker.cluster import is_cluster
 from workqueue.broker.contract import (
     JobLocation,
     PurgeStep,
@@ -179,12 +186,18 @@ class ReadModel:
     async def queue_figures(self, names: Sequence[str]) -> SystemFigures:
         """These queues' figures only, in order: one pipeline (9 commands per queue and
         ``TIME``), then one ``HGET`` per queue with a job waiting (skipped when none has)."""
+        clustered = is_cluster(self.redis)
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in names:
                 self._queue_commands(pipe, self.keys(q))
-            pipe.time()
-            replies = await pipe.execute()
-        now_ms = _time_ms(replies[-1])
+            if clustered:
+                # a cluster pipeline is one pipeline per master, all at once; TIME names no
+                # key (no master to send it to in a pipeline): asked of one node, meanwhile
+                replies, now_ms = await asyncio.gather(pipe.execute(), self.server_time_ms())
+            else:
+                pipe.time()
+                replies = await pipe.execute()
+                now_ms = _time_ms(replies[-1])
         rows: list[QueueFigures] = []
         heads: list[tuple[QueueFigures, str]] = []
         for at, q in enumerate(names):

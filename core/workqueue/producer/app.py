@@ -43,6 +43,7 @@ from workqueue.producer.metrics_route import metrics_route
 from workqueue.producer.openapi_page import SchemaPage
 from workqueue.producer.parsing import MalformedBody
 from workqueue.producer.routes import build_routes
+from workqueue.producer.schedule_routes import schedule_routes  # H7 cron
 from workqueue.producer.schemas import (
     JSON_VALUE,
     JSON_VALUE_SCHEMA,
@@ -276,6 +277,7 @@ def create_app(settings: ProducerSettings, registry: Registry | None = None) -> 
         route_handlers=[
             *build_routes(settings, job_types),
             *build_job_routes(settings),
+            *schedule_routes(settings, job_types),  # H7 cron
             metrics_route(settings),
         ],
         lifespan=[lifespan],

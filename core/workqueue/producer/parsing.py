@@ -23,7 +23,10 @@ __all__ = [
     "spec_from_object",
 ]
 
-ALLOWED_FIELDS = ("type", "payload", "retries", "Retries", "queue", "delay", "run_at", "timeout")
+ALLOWED_FIELDS = (
+    *("type", "payload", "retries", "Retries", "queue", "delay", "run_at", "timeout"),
+    "limit_key",  # SPEC 12 limits (H6)
+)
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 #: the whole string must match (``re.match`` with ``$`` would let a trailing newline through)
@@ -139,4 +142,5 @@ def spec_from_object(
         run_at=obj.get("run_at"),
         timeout=obj.get("timeout"),
         idempotency_key=idempotency_key,
+        limit_key=obj.get("limit_key"),
     )

@@ -7,8 +7,8 @@
 -- see the prelude's retain); a live one answers its job.
 -- KEYS: 1 queued, 2 scheduled, 3 notify, 4 stats, 5 ledger, 6 this call's mark
 -- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 idempotency ttl ms, 4 notify cap,
---       5 number of shapes S, then 7 fields per shape: type, retries, timeout, delay_ms,
---       run_at_ms, idempotency key ('' = none), fingerprint;
+--       5 number of shapes S, then 8 fields per shape: type, retries, timeout, delay_ms,
+--       run_at_ms, idempotency key ('' = none), fingerprint, limit_key ('' = none);
 --       then 3 fields per job: id, payload, shape number (1..S).
 --       (Jobs that differ only in id and payload share a shape: fewer arguments to send.)
 -- Returns: {now_ms, replayed (0|1), then per job: 'queued' or 'scheduled' for a new job,
@@ -17,18 +17,19 @@
 local now = now_ms()
 local jobp, idemp, idem_ttl, notify_cap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local nshapes = tonumber(ARGV[5])
-local first = 6 + nshapes * 7
+local first = 6 + nshapes * 8
 local replay = not redis.call('SET', KEYS[6], '1', 'NX', 'PX', 60000)
 
 local shapes = {}
 for s = 1, nshapes do
-  local b = 5 + (s - 1) * 7
+  local b = 5 + (s - 1) * 8
   local delay, run_at = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   local due = -1
   if delay > 0 then due = now + delay elseif run_at >= 0 then due = run_at end
   local status = 'queued'
   if due > now then status = 'scheduled' end
-  shapes[s] = {ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 6], ARGV[b + 7], due, status}
+  shapes[s] = {ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 6], ARGV[b + 7], due, status,
+               ARGV[b + 8]}
 end
 
 -- The live job an idempotency key names (nil: the key is free).
@@ -72,6 +73,10 @@ for i = first, #ARGV, 3 do
       redis.call('SET', idemp .. idem, id, 'PX', idem_ttl)
       rec[#rec + 1] = 'idem'
       rec[#rec + 1] = idem
+    end
+    if shape[8] ~= '' then  -- limits apply per (type, limit_key) (SPEC 12)
+      rec[#rec + 1] = 'limit_key'
+      rec[#rec + 1] = shape[8]
     end
     if status == 'scheduled' then
       rec[#rec + 1] = 'run_at'
