@@ -72,6 +72,9 @@ class NewJob(msgspec.Struct, frozen=True):
     fingerprint: str = ""
     #: limits of the type apply per (type, limit_key) ('' = the type's own bucket)
     limit_key: str = ""
+    #: W3C trace context of the enqueue span (workqueue.tracing; "" without tracing); to be
+    #: stored as the record field ``traceparent`` by enqueue.lua
+    traceparent: str = ""
 
 
 class EnqueuedJob(msgspec.Struct, frozen=True):
@@ -111,6 +114,8 @@ class ReservedJob(msgspec.Struct, frozen=True):
     enqueued_at_ms: int
     failures: int
     lost: int
+    #: the record's ``traceparent`` (workqueue.tracing; "" when none)
+    traceparent: str = ""
 
 
 class Attempt(msgspec.Struct, frozen=True):
