@@ -158,6 +158,8 @@ class Phase:
     jobs: list[int]
     cpu_us: list[float]
     commands: list[int]
+    #: jobs per physical queue (queue or partition) at the phase's end
+    per_queue: dict[str, int] = field(default_factory=dict)
 
 
 def phase_figures(
@@ -309,6 +311,12 @@ def run_once(
             proc.wait(10)
     drain = phase_figures(topology, before, after, polls, done)
     drain.seconds = end - start
+    drain.per_queue = {
+        f"{q} (master {owner + 1})": int(
+            topology.masters[owner].hget(f"{PREFIX}:{{{q}}}:stats", "done") or 0
+        )
+        for q, owner in zip(queues, owners, strict=True)
+    }
     return {"enqueue": enq, "drain": drain}
 
 
@@ -425,6 +433,8 @@ def render(summaries: list[Summary], meta: dict[str, Any]) -> str:
             + " | ".join(f"{s.projected[m]:,.0f} jobs/s" for m in PROJECT_MASTERS)
             + " |"
         )
+    lines += ["", "Jobs per physical queue in the cluster's last run:", ""]
+    lines += [f"- `{name}`: {jobs:,}" for name, jobs in meta.get("per_queue", {}).items()]
     lines += [
         "",
         "The projection is `masters x 1e6 / mean Redis us per job (enqueue + drain) on a "
@@ -483,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         "n": n,
         "workload": workload,
         "queues": queues,
+        "per_queue": results["cluster"][-1]["drain"].per_queue,
         "seconds": round(time.perf_counter() - began),
     }
     report = render(summaries, meta)
