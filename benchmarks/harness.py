@@ -842,7 +842,9 @@ def write_results(res: Results, meta: dict[str, Any], out_dir: Path) -> tuple[Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: small N, 1 run, 3 peers")
-    parser.add_argument("--only", default="", help="comma-separated systems: wq,floor,<peers>")
+    parser.add_argument(
+        "--only", default="", help="systems: wq,floor,<peers>; or cluster (cluster_bench.py)"
+    )
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     parser.add_argument("--n", type=int, default=None, help="base N (default 20000)")
     parser.add_argument("--peers-python", default=None, help="python of the peers' virtualenv")
@@ -852,6 +854,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.render:
         return rerender(Path(args.render))
+    if args.only.strip() == "cluster":  # a benchmark of its own: benchmarks/cluster_bench.py
+        import cluster_bench
+
+        passed = [*(["--quick"] if args.quick else []), *(["--no-write"] if args.no_write else [])]
+        passed += [*(["--runs", str(args.runs)] if args.runs else []), "--out", args.out]
+        return cluster_bench.main([*passed, *(["--n", str(args.n)] if args.n else [])])
     quick = args.quick
     systems = [s.strip() for s in args.only.split(",") if s.strip()] or (
         ["wq", "floor", *QUICK_PEERS] if quick else SYSTEMS

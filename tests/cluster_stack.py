@@ -2,9 +2,10 @@
 ``redis-server`` binary on free ports in a temp dir (no containers), stopped by pid.
 
 ``start_cluster_stack(directory)`` returns a :class:`ClusterStack` once every node reports
-``cluster_state:ok`` and knows all 16384 slots. ``stack.url`` names one master (any node's URL
-works: WorkQueue detects the cluster), ``stack.master_of_slot(slot)`` answers which master owns a
-slot, ``stack.kill_master(slot)`` SIGKILLs the master of a slot, ``stack.close()`` stops them all.
+``cluster_state:ok`` and knows all 16384 slots, and every replica finished its initial sync.
+``stack.url`` names one master (any node's URL works: WorkQueue detects the cluster),
+``stack.master_of_slot(slot)`` answers which master owns a slot, ``stack.kill_master(slot)``
+SIGKILLs the master of a slot, ``stack.close()`` stops them all.
 """
 
 from __future__ import annotations
@@ -177,6 +178,18 @@ class ClusterStack:
                 raise TimeoutError("the cluster did not reach cluster_state:ok")
             time.sleep(0.2)
 
+    def wait_replicas_online(self, replicas: int = 1, timeout_s: float = 30.0) -> None:
+        """Until every master has ``replicas`` replicas in state ``online`` (the initial sync
+        done: before, ``WAIT`` counts none of them and a killed master has no heir)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(redis.RedisError):
+                if all(_online_replicas(n) >= replicas for n in self.masters()):
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the replicas did not finish their initial sync")
+            time.sleep(0.2)
+
     def commandstats(self) -> dict[str, int]:
         """``calls`` per command summed over the masters (INFO commandstats)."""
         total: dict[str, int] = {}
@@ -204,6 +217,15 @@ def _node_ok(node: ClusterNode) -> bool:
         info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     fields = {str(k): str(v) for k, v in info.items()}
     return fields.get("cluster_state") == "ok" and fields.get("cluster_slots_ok") == "16384"
+
+
+def _online_replicas(node: ClusterNode) -> int:
+    info = node.client().info("replication")
+    return sum(
+        1
+        for key, value in info.items()
+        if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
 
 
 def start_cluster_stack(directory: Path, *, masters: int = 3, replicas: int = 1) -> ClusterStack:
@@ -241,6 +263,7 @@ def start_cluster_stack(directory: Path, *, masters: int = 3, replicas: int = 1)
             if time.monotonic() > deadline:
                 raise TimeoutError("the cluster's roles did not settle")
             time.sleep(0.2)
+        stack.wait_replicas_online(replicas)
     except BaseException:
         stack.close()
         raise

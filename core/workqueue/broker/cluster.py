@@ -173,6 +173,12 @@ class NodeClients:
 
     async def ready(self) -> None:
         """Load the slot map (once; the cluster client refreshes it on ``MOVED``)."""
+        if self.cluster.nodes_manager.slots_cache:
+            # loaded: not again here. The cluster client flags itself for a reload after any
+            # connection error, and while a master is down that would make every enqueue to
+            # the other masters reload the map first (under a lock); redirections and broken
+            # connections reload it through refresh() instead.
+            return
         await self.cluster.initialize()
 
     async def refresh(self) -> None:

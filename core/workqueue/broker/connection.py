@@ -26,14 +26,21 @@ SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 class _WriteOnClosedTransportIsConnectionError:
     """uvloop raises ``RuntimeError`` ("the handler is closed"), not an ``OSError``, when a
     command is written to a connection the server (or the network) has just reset; redis-py
-    then passes it on as it is. Turn it into the ``ConnectionError`` it is, so the retry
-    policy and every caller's error handling see a broken connection."""
+    then passes it on as it is; and a connection disconnected by another task while a command
+    is sent has no writer any more (``AttributeError``). Turn them into the ``ConnectionError``
+    they are, so the retry policy and every caller's error handling see a broken connection."""
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         try:
             await super().send_packed_command(command, check_health)  # type: ignore[misc]
         except RuntimeError as exc:  # the connection was already disconnected by redis-py
             raise RedisConnectionError(f"connection closed while writing: {exc}") from exc
+        except AttributeError as exc:
+            # disconnected meanwhile by another task (the cluster client drops a failed
+            # node's connections while commands are under way): redis-py's writer is gone
+            if getattr(self, "_writer", True) is not None:
+                raise
+            raise RedisConnectionError("connection closed while writing") from exc
 
 
 _SAFE_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {}

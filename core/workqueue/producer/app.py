@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workqueue import __version__, tracing
 from workqueue.broker.broker import Broker, BrokerConfig
+from workqueue.broker.cluster import REDIRECTS
 from workqueue.broker.connection import create_redis
 from workqueue.client import Client, Limits
 from workqueue.errors import (
@@ -148,6 +149,15 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Er
             "broker_unavailable",
             None,
             "Redis is unreachable; try again shortly",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, REDIRECTS):  # a cluster's master failing over, or a slot moving
+        logger.warning("answered 503: Redis Cluster answered {}", type(exc).__name__)
+        return _error(
+            503,
+            "broker_unavailable",
+            None,
+            "Redis Cluster is failing over or moving a slot; try again shortly",
             headers={"Retry-After": "1"},
         )
     if isinstance(exc, RedisOutOfMemoryError):
