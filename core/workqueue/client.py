@@ -31,6 +31,7 @@ from workqueue.errors import (
     TaskValidationError,
     UnknownJobTypeError,
 )
+from workqueue.flow import apply_flow
 from workqueue.job import EnqueuedJob, JobInfo, NewJob, ms_to_datetime
 from workqueue.jobtypes import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, NAME_PATTERN, JobType
 from workqueue.log import EventBatch
@@ -71,6 +72,10 @@ class TaskSpec:
     run_at: datetime | str | None = None
     timeout: float | None = None
     idempotency_key: str | None = None
+    #: 0-9, higher starts first (SPEC 12)
+    priority: int | None = 0
+    #: at most one unfinished job per queue, type and canonical payload (SPEC 12)
+    unique: bool | None = False
 
 
 def number_text(value: float) -> str:
@@ -95,7 +100,7 @@ def prepare_task(
     spec: TaskSpec, registry: Registry, limits: Limits, known_remote: Iterable[str] = ()
 ) -> NewJob:
     """Validate a task and turn it into a :class:`NewJob` (raises TaskValidationError)."""
-    return _prepare(
+    job = _prepare(
         registry,
         limits,
         known_remote,
@@ -108,6 +113,7 @@ def prepare_task(
         spec.timeout,
         spec.idempotency_key,
     )
+    return apply_flow(job, spec.priority, spec.unique)
 
 
 #: names that passed NAME_PATTERN (bounded; a cache, not a list of allowed names)
@@ -428,8 +434,13 @@ class Client:
         run_at: datetime | str | None = None,
         timeout: float | None = None,
         idempotency_key: str | None = None,
+        priority: int = 0,
+        unique: bool = False,
     ) -> EnqueuedJob:
-        """Validate and enqueue one job (one round trip, shared with concurrent calls)."""
+        """Validate and enqueue one job (one round trip, shared with concurrent calls).
+
+        ``priority`` 0-9: a higher one starts first; ``unique``: while an unfinished job of
+        this queue, type and payload exists, that job is answered (``duplicate``) instead."""
         remote: Iterable[str] = ()
         if not self.check_types or (isinstance(type, str) and type not in self.registry):
             remote = await self._remote_types((type,))
@@ -446,6 +457,7 @@ class Client:
             timeout,
             idempotency_key,
         )
+        job = apply_flow(job, priority, unique)
         answer = await self._answer(job, await self._write(job))
         _events.add((answer,))
         return answer

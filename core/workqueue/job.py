@@ -67,6 +67,10 @@ class NewJob(msgspec.Struct, frozen=True):
     run_at_ms: int = -1
     idempotency_key: str = ""
     fingerprint: str = ""
+    #: 0-9, higher starts first (SPEC 12)
+    priority: int = 0
+    #: a unique job's fingerprint (type and canonical payload; ``""``: not unique)
+    unique_key: str = ""
 
 
 class EnqueuedJob(msgspec.Struct, frozen=True):

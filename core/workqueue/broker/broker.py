@@ -190,6 +190,8 @@ class Broker(ReadModel):
                 job.run_at_ms,
                 job.idempotency_key,
                 job.fingerprint,
+                job.priority,  # H4: priority and unique key (enqueue.lua's shape fields 8, 9)
+                k.base + "uniq:" + job.unique_key if job.unique_key else "",
             )
             number = shapes.get(shape)
             if number is None:
@@ -202,8 +204,9 @@ class Broker(ReadModel):
             NOTIFY_CAP,
             len(shapes),
         ]
-        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint in shapes:
+        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint, prio, uniq in shapes:
             args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
+            args += (prio, uniq)
         args += tail
         # The call's mark is named after its jobs (random ids), so the same call repeated -
         # the channel resending it, the client retrying it - finds the mark of the first.

@@ -23,7 +23,18 @@ __all__ = [
     "spec_from_object",
 ]
 
-ALLOWED_FIELDS = ("type", "payload", "retries", "Retries", "queue", "delay", "run_at", "timeout")
+ALLOWED_FIELDS = (
+    "type",
+    "payload",
+    "retries",
+    "Retries",
+    "queue",
+    "delay",
+    "run_at",
+    "timeout",
+    "priority",
+    "unique",
+)
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 #: the whole string must match (``re.match`` with ``$`` would let a trailing newline through)
@@ -139,4 +150,6 @@ def spec_from_object(
         run_at=obj.get("run_at"),
         timeout=obj.get("timeout"),
         idempotency_key=idempotency_key,
+        priority=_integral(obj.get("priority")),
+        unique=obj.get("unique"),
     )

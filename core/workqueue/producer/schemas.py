@@ -19,6 +19,7 @@ from litestar.openapi.spec import (
 
 from workqueue.client import Limits
 from workqueue.errors import WorkQueueError
+from workqueue.flow import PRIORITY_MAX
 from workqueue.registry import Registry
 from workqueue.schema import schema_json
 
@@ -226,6 +227,21 @@ def task_schema(registry: Registry, limits: Limits) -> dict[str, Any]:
                 minimum=0.001,
                 maximum=limits.max_timeout_s,
                 description="seconds per attempt; default: the job type's",
+            ),
+            "priority": _nullable(
+                "integer",
+                minimum=0,
+                maximum=PRIORITY_MAX,
+                default=0,
+                description="0-9: a waiting job of higher priority starts first; FIFO within one",
+            ),
+            "unique": _nullable(
+                "boolean",
+                default=False,
+                description=(
+                    "while an unfinished job of this queue, type and payload exists, answer it "
+                    "(200) instead of creating another"
+                ),
             ),
         },
         "additionalProperties": False,
