@@ -22,9 +22,11 @@ from typing import Any
 import msgspec
 
 from workqueue import clock
+from workqueue.broker import queue_control
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
 from workqueue.broker.contract import EnqueueResult
+from workqueue.broker.queue_control import QueueOverview
 from workqueue.errors import (
     IdempotencyConflict,
     PayloadValidationError,
@@ -307,7 +309,7 @@ class _EnqueueEvents:
     def add(self, jobs: Iterable[EnqueuedJob]) -> None:
         batch = self._batch
         for job in jobs:
-            message = "duplicate (idempotency key)" if job.duplicate else "enqueued"
+            message = "duplicate (idempotency key or unique)" if job.duplicate else "enqueued"
             batch.add("INFO", job.id, job.type, None, message, (("queue", job.queue),))
         if len(batch) >= EVENT_WRITE_LINES:
             self.flush()
@@ -577,6 +579,22 @@ class Client:
         """The job's current record (raises JobNotFound)."""
         return await self.broker.get_job(job_id)
 
+    # -- queue control (H4: workqueue.broker.queue_control) -------------------------------
+
+    async def queues(self) -> list[QueueOverview]:
+        """Every known queue: depth per status, oldest waiting age, partitions, paused."""
+        return await queue_control.overview(self.broker)
+
+    async def pause_queue(self, queue: str) -> QueueOverview:
+        """Pause a queue: it accepts jobs and starts none (running jobs finish)."""
+        await queue_control.set_paused(self.broker, queue, True)
+        return (await queue_control.overview(self.broker, [queue], only=True))[0]
+
+    async def resume_queue(self, queue: str) -> QueueOverview:
+        """Resume a paused queue: its waiting jobs start."""
+        await queue_control.set_paused(self.broker, queue, False)
+        return (await queue_control.overview(self.broker, [queue], only=True))[0]
+
 
 class SyncClient:
     """A blocking wrapper of :class:`Client` for Flask/Django-style code."""
@@ -603,6 +621,15 @@ class SyncClient:
 
     def get_job(self, job_id: str) -> JobInfo:
         return self._loop.run_until_complete(self._client.get_job(job_id))
+
+    def queues(self) -> list[QueueOverview]:
+        return self._loop.run_until_complete(self._client.queues())
+
+    def pause_queue(self, queue: str) -> QueueOverview:
+        return self._loop.run_until_complete(self._client.pause_queue(queue))
+
+    def resume_queue(self, queue: str) -> QueueOverview:
+        return self._loop.run_until_complete(self._client.resume_queue(queue))
 
     def close(self) -> None:
         self._loop.run_until_complete(self._client.aclose())

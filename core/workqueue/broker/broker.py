@@ -211,7 +211,7 @@ class Broker(ReadModel):
         # The call's mark is named after its jobs (random ids), so the same call repeated -
         # the channel resending it, the client retrying it - finds the mark of the first.
         mark = k.enqueue_mark(f"{jobs[0].id}.{len(jobs)}")
-        return [k.queued, k.scheduled, k.notify, k.stats, k.ledger, mark], args
+        return [k.queued, k.scheduled, k.notify, k.stats, k.ledger, mark, k.settings], args
 
     def _pack_enqueue(self, queue: str, jobs: Sequence[NewJob]) -> bytes:
         keys, args = self._enqueue_args(queue, jobs)

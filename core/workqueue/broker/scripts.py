@@ -24,6 +24,8 @@ SCRIPT_NAMES = (
     "purge",
     "heartbeat",
     "register_queues",
+    "queue_pause",  # H4
+    "queue_info",  # H4
 )
 
 
@@ -49,3 +51,5 @@ class Scripts:
         self.purge: AsyncScript = redis.register_script(source("purge"))
         self.heartbeat: AsyncScript = redis.register_script(source("heartbeat"))
         self.register_queues: AsyncScript = redis.register_script(source("register_queues"))
+        self.queue_pause: AsyncScript = redis.register_script(source("queue_pause"))  # H4
+        self.queue_info: AsyncScript = redis.register_script(source("queue_info"))  # H4

@@ -19,8 +19,10 @@ from rich.table import Table
 
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.contract import QueueFigures, QueueSettings
+from workqueue.broker.queue_control import overview
 from workqueue.cli.admin import _console, _fail, _print_json, _run, json_option
 from workqueue.cli.options import redis_url_option
+from workqueue.cli.queue_control import pause_command, paused_text, resume_command
 from workqueue.jobtypes import NAME_PATTERN
 
 __all__ = ["queues_group"]
@@ -58,7 +60,12 @@ async def _views(
         names = await broker.known_queues()
     figures = await broker.queue_figures(names)
     settings = await broker.queue_settings(names)
-    return [_view(fig, settings[fig.queue], counters=counters) for fig in figures.queues]
+    views = [_view(fig, settings[fig.queue], counters=counters) for fig in figures.queues]
+    # H4: pause state, partitions, cancelled depth and queued per priority (queue_control)
+    for view, row in zip(views, await overview(broker, names, only=True), strict=True):
+        view.update(paused=row.paused, partitions=row.partitions)
+        view.update(cancelled=row.depth["cancelled"], queued_by_priority=row.queued_by_priority)
+    return views
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
@@ -92,12 +99,14 @@ def list_command(redis_url: str, key_prefix: str, as_json: bool) -> None:
     table.add_column("queue", no_wrap=True)
     for name in (*DEPTHS, "oldest waiting s"):
         table.add_column(name.replace("_", " "), justify="right")
+    table.add_column("state")  # H4
     table.add_column("settings", overflow="fold")
     for view in views:
         table.add_row(
             view["queue"],
             *(str(view[name]) for name in DEPTHS),
             f"{view['oldest_waiting_seconds']:g}",
+            paused_text(view["paused"]),
             _settings_text(view["settings"]),
         )
     _console().print(table)
@@ -190,3 +199,8 @@ def set_command(
         _print_json(data)
     else:
         click.echo(f"queue {name}: {_settings_text(data)}")
+
+
+# H4: pause/resume live in cli/queue_control.py
+queues_group.add_command(pause_command)
+queues_group.add_command(resume_command)

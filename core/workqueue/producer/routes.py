@@ -163,6 +163,8 @@ async def ready(request: Request[Any, Any, Any], client: NamedDependency[Client]
 def build_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRouteHandler]:
     """The route handlers of one app; the OpenAPI document states this app's job types,
     limits and whether an API key is needed."""
+    from workqueue.producer.queue_routes import queue_routes  # it imports guarded from here
+
     auth = _UNAUTHORIZED if settings.api_key else {}
     security: list[dict[str, list[str]]] | None = [{"bearer": []}] if settings.api_key else None
     task = task_schema(registry, settings.limits)
@@ -216,4 +218,5 @@ def build_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRou
             responses={**auth, **_UNAVAILABLE},
             security=security,
         )(ready),
+        *queue_routes(auth, _UNAVAILABLE, security),
     ]

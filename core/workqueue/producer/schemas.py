@@ -32,6 +32,8 @@ __all__ = [
     "HealthAnswer",
     "JobAnswer",
     "ProducerComponents",
+    "QueueAnswer",
+    "QueueDepth",
     "RawSchema",
     "batch_schema",
     "operation_class",
@@ -70,6 +72,31 @@ class JobAnswer(msgspec.Struct):
     finished_at: str | None
     result: Any
     error: str | None
+
+
+class QueueDepth(msgspec.Struct):
+    """A queue's jobs per status (completed, failed, cancelled: the records still kept)."""
+
+    queued: int
+    scheduled: int
+    retrying: int
+    active: int
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class QueueAnswer(msgspec.Struct):
+    """One queue as ``GET /queues`` and the pause/resume routes show it."""
+
+    name: str
+    paused: bool
+    partitions: int
+    depth: QueueDepth
+    #: seconds since the oldest waiting job was enqueued (null: nothing waits)
+    oldest_waiting_seconds: float | None
+    #: queued jobs per priority level that has any ("0".."9")
+    queued_by_priority: dict[str, int]
 
 
 class ErrorAnswer(msgspec.Struct, omit_defaults=True):

@@ -5,7 +5,9 @@
 -- ids are random: a first call never meets its own ids).
 -- An idempotency key whose job record is gone is free (the key never outlives its record:
 -- see the prelude's retain); a live one answers its job.
--- KEYS: 1 queued, 2 scheduled, 3 notify, 4 stats, 5 ledger, 6 this call's mark
+-- A paused queue (settings field paused = '1') accepts jobs and wakes no worker: nothing
+-- would start, and a stream of enqueues must not keep idle workers reserving in vain.
+-- KEYS: 1 queued, 2 scheduled, 3 notify, 4 stats, 5 ledger, 6 this call's mark, 7 settings
 -- Priorities: a queued job goes to the list of its priority (prelude's push_queued); the
 -- record keeps a priority > 0 in 'priority'.
 -- Unique jobs: a shape with a unique key (<p>:{q}:uniq:<fingerprint>, one job per shape)
@@ -136,5 +138,7 @@ each_chunk(ledger, function(...) redis.call('ZADD', KEYS[5], ...) end)
 if #ledger > 0 then redis.call('HINCRBY', KEYS[4], 'enqueued', #ledger / 2) end
 -- A scheduled job wakes one idle worker too, so it learns the new due time now rather than
 -- at the end of its idle wait (up to 5 s late).
-if any_pushed or scheduled > 0 then wake(KEYS[3], notify_cap) end
+if (any_pushed or scheduled > 0) and redis.pcall('HGET', KEYS[7], 'paused') ~= '1' then
+  wake(KEYS[3], notify_cap)
+end
 return out

@@ -105,7 +105,8 @@ for z, status in pairs({[3] = 'scheduled', [4] = 'retrying'}) do
   promoted = promoted + n
   if hit then more = true end
 end
-if any_requeued or promoted > 0 then
+-- (a paused queue wakes nobody: nothing would start; resume wakes the workers)
+if (any_requeued or promoted > 0) and not q.paused then
   wake(KEYS[9], notify_cap)
   woke = true
 end
@@ -230,7 +231,7 @@ else
 end
 if #repaired > 0 then
   redis.call('HINCRBY', KEYS[8], 'repaired', #repaired / 2)
-  if not woke then wake(KEYS[9], notify_cap) end
+  if not woke and not q.paused then wake(KEYS[9], notify_cap) end
 end
 
 -- when the next step has work: the earliest lease expiry or due time, or a trim due

@@ -95,9 +95,9 @@ end
 -- The queue's fleet-wide settings (one HMGET of <p>:{q}:settings); ARGV defaults from the
 -- calling process's configuration for the fields nobody has set.
 local function queue_settings(key, d_done, d_failed, d_lost)
-  local s = fields(key, 'completed_ttl_ms', 'failed_ttl_ms', 'max_lost_leases') or {}
+  local s = fields(key, 'completed_ttl_ms', 'failed_ttl_ms', 'max_lost_leases', 'paused') or {}
   return {done_ttl = setting(s[1], d_done), failed_ttl = setting(s[2], d_failed),
-          max_lost = setting(s[3], d_lost)}
+          max_lost = setting(s[3], d_lost), paused = s[4] == '1'}
 end
 
 -- Entries not run as they are, reported to the caller as {id, reason, type} (reason: orphan =

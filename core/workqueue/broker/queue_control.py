@@ -1,0 +1,157 @@
+"""Queue control (SPEC 11): pause and resume a queue, and every queue's overview for
+``GET /queues`` and ``workqueue queues list``.
+
+The pause state is the settings field ``paused`` = ``"1"`` in the queue's settings hash
+(``<p>:{q}:settings``), so it lives in Redis and survives restarts of any process; reserve
+leases nothing from a paused queue. A queue split into partitions has one settings hash per
+partition, each with its own copy of the flag (scripts read only their own slot):
+:func:`physical_queues` names them, and is the one place that learns about partitions.
+
+The overview of N queues costs one pipeline: one read-only script call per physical queue
+(``queue_info.lua``) and ``TIME``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from workqueue.broker.reads import _int
+from workqueue.errors import TaskValidationError
+from workqueue.jobtypes import NAME_PATTERN
+
+if TYPE_CHECKING:
+    from workqueue.broker.broker import Broker
+
+__all__ = [
+    "QueueOverview",
+    "overview",
+    "physical_queues",
+    "set_paused",
+]
+
+#: the wake-up tokens a resume may leave (as the broker's NOTIFY_CAP)
+_NOTIFY_CAP = 64
+
+
+class QueueOverview(msgspec.Struct):
+    """One queue as ``GET /queues`` shows it."""
+
+    name: str
+    paused: bool
+    partitions: int
+    #: jobs per status: queued, scheduled, retrying, active, completed, failed, cancelled
+    #: (completed/failed/cancelled: the records still kept under the retention)
+    depth: dict[str, int]
+    #: seconds since the oldest job waiting at the head of a priority level was enqueued
+    #: (None: nothing is waiting)
+    oldest_waiting_seconds: float | None
+    #: queued jobs per priority level that has any (``"0"``..``"9"``)
+    queued_by_priority: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (HTTP and ``--json``)."""
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+
+STATUSES = ("queued", "scheduled", "retrying", "active", "completed", "failed", "cancelled")
+
+
+def check_queue_name(name: Any) -> str:
+    """A queue name as the task field ``queue`` accepts it (else TaskValidationError)."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise TaskValidationError("name", "must be 1-128 characters of A-Za-z0-9_.:-")
+    return name
+
+
+async def physical_queues(broker: Broker, queue: str) -> list[str]:
+    """The physical queues of a logical one: itself (partition 0), for now.
+
+    H3's partitions extend this: partition i > 0 has its own settings hash, which gets the
+    same ``paused`` field."""
+    return [queue]
+
+
+async def set_paused(broker: Broker, queue: str, paused: bool) -> bool:
+    """Pause or resume ``queue`` (every partition); returns whether it was paused before.
+
+    The queue is added to the registry of known queues, so a queue paused before its first
+    job is listed too."""
+    check_queue_name(queue)
+    if queue not in broker._known_queues:
+        await broker._register_queues([queue])
+    was = False
+    for name in await physical_queues(broker, queue):
+        k = broker.keys(name)
+        raw = await broker.scripts.queue_pause(
+            keys=[k.settings, k.notify, k.queued], args=["1" if paused else "0", _NOTIFY_CAP]
+        )
+        was = was or bool(int(raw[0]))
+    return was
+
+
+def _row(name: str, raw: Sequence[Any], now_ms: int) -> QueueOverview:
+    depth = dict(zip(STATUSES, (_int(v) for v in raw[:7]), strict=True))
+    oldest_ms = _int(raw[7])
+    levels = raw[10:]
+    return QueueOverview(
+        name=name,
+        paused=bool(_int(raw[8])),
+        partitions=max(1, _int(raw[9])),
+        depth=depth,
+        oldest_waiting_seconds=max(0.0, (now_ms - oldest_ms) / 1000) if oldest_ms >= 0 else None,
+        queued_by_priority={
+            str(_int(levels[i])): _int(levels[i + 1]) for i in range(0, len(levels) - 1, 2)
+        },
+    )
+
+
+def _merge(name: str, parts: list[QueueOverview]) -> QueueOverview:
+    """A logical queue's overview from its partitions' (depths summed, the oldest wait)."""
+    if len(parts) == 1:
+        return parts[0]
+    depth = {s: sum(p.depth[s] for p in parts) for s in STATUSES}
+    waits = [p.oldest_waiting_seconds for p in parts if p.oldest_waiting_seconds is not None]
+    levels: dict[str, int] = {}
+    for p in parts:
+        for level, n in p.queued_by_priority.items():
+            levels[level] = levels.get(level, 0) + n
+    return QueueOverview(
+        name=name,
+        paused=any(p.paused for p in parts),
+        partitions=len(parts),
+        depth=depth,
+        oldest_waiting_seconds=max(waits) if waits else None,
+        queued_by_priority=dict(sorted(levels.items(), reverse=True)),
+    )
+
+
+async def overview(
+    broker: Broker, queues: Sequence[str] = (), *, only: bool = False
+) -> list[QueueOverview]:
+    """Every known queue (plus ``queues``; with ``only``, just those), sorted by name: one
+    pipeline for all of them (after the read of the registry)."""
+    known = set() if only else set(await broker.known_queues())
+    names = sorted(known | set(queues))
+    plan = [(name, await physical_queues(broker, name)) for name in names]
+    script = broker.scripts.queue_info
+    async with broker.redis.pipeline(transaction=False) as pipe:
+        for _, physical in plan:
+            for name in physical:
+                k = broker.keys(name)
+                keys = [k.queued, k.scheduled, k.retry, k.active, k.completed, k.failed]
+                keys += [k.base + "cancelled", k.settings]
+                await script(keys=keys, args=[k.job_prefix], client=pipe)
+        pipe.time()
+        replies = await pipe.execute()
+    now_s, now_us = replies[-1]
+    now_ms = int(now_s) * 1000 + int(now_us) // 1000
+    out: list[QueueOverview] = []
+    at = 0
+    for name, physical in plan:
+        rows = [_row(p, replies[at + i], now_ms) for i, p in enumerate(physical)]
+        at += len(physical)
+        out.append(_merge(name, rows))
+    return out
