@@ -10,17 +10,20 @@ from litestar import Request, get, post
 from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, Parameter
+from litestar.params import Parameter
 
 from workqueue.broker import queue_control
 from workqueue.broker.queue_control import QueueOverview
 from workqueue.client import Client
 from workqueue.producer.routes import guarded
-from workqueue.producer.schemas import ErrorAnswer, QueueAnswer, operation_class
+from workqueue.producer.schemas import NAME_REGEX, ErrorAnswer, QueueAnswer, operation_class
 
 __all__ = ["queue_routes"]
 
-_BAD_NAME = {422: ResponseSpec(ErrorAnswer, description="Not a valid queue name")}
+_BAD_NAME = {
+    400: ResponseSpec(ErrorAnswer, description="Not a valid queue name (the path's pattern)"),
+    422: ResponseSpec(ErrorAnswer, description="Not a valid queue name (named in `field`)"),
+}
 
 
 def _answer(row: QueueOverview) -> QueueAnswer:
@@ -45,7 +48,7 @@ async def _set(
 
 async def pause_queue(
     request: Request[Any, Any, Any],
-    name: Annotated[FromPath[str], Parameter(min_length=1, max_length=128)],
+    name: Annotated[str, Parameter(min_length=1, max_length=128, pattern=NAME_REGEX)],
     client: NamedDependency[Client],
 ) -> QueueAnswer:
     return await _set(request, client, name, True)
@@ -53,7 +56,7 @@ async def pause_queue(
 
 async def resume_queue(
     request: Request[Any, Any, Any],
-    name: Annotated[FromPath[str], Parameter(min_length=1, max_length=128)],
+    name: Annotated[str, Parameter(min_length=1, max_length=128, pattern=NAME_REGEX)],
     client: NamedDependency[Client],
 ) -> QueueAnswer:
     return await _set(request, client, name, False)
