@@ -169,7 +169,9 @@ def build_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRou
     security: list[dict[str, list[str]]] | None = [{"bearer": []}] if settings.api_key else None
     task = task_schema(registry, settings.limits)
     batch = batch_schema(registry, settings.limits, settings.batch_limit)
-    idempotent = {200: ResponseSpec(EnqueueAnswer, description="Idempotent repeat")}
+    idempotent = {
+        200: ResponseSpec(EnqueueAnswer, description="Idempotent repeat, or a unique job's twin")
+    }
     return [
         post(
             ["/enqueue", "/api/enqueue"],
@@ -178,7 +180,8 @@ def build_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRou
             operation_class=operation_class(task),
             description=(
                 "Body: a JSON object `{type, payload?, retries?|Retries?, queue?, delay?|run_at?, "
-                "timeout?}`. Header `Idempotency-Key` makes a repeat answer 200 with the same job."
+                "timeout?, priority?, unique?}`. Header `Idempotency-Key` makes a repeat answer "
+                "200 with the same job; so does `unique: true` while that task's job is unfinished."
             ),
             responses={**idempotent, **_BAD_BODY, **auth, **_UNAVAILABLE},
             security=security,
