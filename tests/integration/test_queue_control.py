@@ -346,3 +346,40 @@ async def test_cli_pause_resume_and_list(client: Client, key_prefix: str) -> Non
     assert row["queued_by_priority"] == {"9": 1} and row["partitions"] == 1
     assert _cli(key_prefix, "resume", "cq")["paused"] is False
     assert (await queue_control.overview(client.broker))[0].paused is False
+
+
+async def test_a_requeued_failed_job_keeps_its_priority_and_unique_place(
+    broker: Broker, client: Client
+) -> None:
+    from workqueue.broker.contract import FinishOp, OpKind
+
+    # Given a unique job of priority 5 that failed for good, and a waiting job of priority 0
+    job = await client.enqueue("test_echo", {"u": 1}, queue="rq", priority=5, unique=True)
+    res = await broker.reserve("rq", 1, lease_ms=60_000, worker_id="w", request_id="r1")
+    await broker.finish({"rq": [FinishOp(OpKind.FAIL, job.id, res.jobs[0].token, "boom", -1)]})
+    assert (await client.get_job(job.id)).status == "failed"
+    low = await client.enqueue("test_echo", {"n": 0}, queue="rq")
+    # When it is sent back to the queue
+    assert await broker.requeue_failed("rq", [job.id]) == [job.id]
+    # Then it is unfinished again and holds its unique place: a post answers it
+    again = await client.enqueue("test_echo", {"u": 1}, queue="rq", unique=True)
+    assert again.duplicate and again.id == job.id
+    # And it starts before the job of priority 0
+    res = await broker.reserve("rq", 2, lease_ms=60_000, worker_id="w", request_id="r2")
+    assert [j.id for j in res.jobs] == [job.id, low.id]
+
+
+async def test_unique_and_idempotency_key_together(client: Client) -> None:
+    first = await client.enqueue(
+        "test_echo", {"a": 1}, queue="ui", unique=True, idempotency_key="k1"
+    )
+    # another key, same unique task: the unique job answers (no idempotency conflict)
+    second = await client.enqueue(
+        "test_echo", {"a": 1}, queue="ui", unique=True, idempotency_key="k2"
+    )
+    assert second.duplicate and second.id == first.id
+    # the same key again: its job answers
+    third = await client.enqueue(
+        "test_echo", {"a": 1}, queue="ui", unique=True, idempotency_key="k1"
+    )
+    assert third.duplicate and third.id == first.id
