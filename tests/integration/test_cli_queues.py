@@ -40,7 +40,12 @@ def test_list_shows_depths_age_and_settings(key_prefix: str) -> None:
         "failed_kept",
         "oldest_waiting_seconds",
         "settings",
+        "paused",  # H4: queue control
+        "partitions",
+        "cancelled",
+        "queued_by_priority",
     }
+    assert default["paused"] is False and default["partitions"] == 1
     table = ok(key_prefix, "queues", "list")
     assert "default" in table and "later" in table and "(defaults)" in table
 
