@@ -57,7 +57,9 @@ async def _drain(
         else:
             keys = [k.queued, k.scheduled, k.retry, k.active, k.failed, k.stats, k.notify]
             keys += [k.token, k.reserve_record("bench"), k.settings, k.ledger, k.leases]
-            args = [k.job_prefix, k.idem_prefix, batch, 600_000, "bench", "", 64, 1000]
+            # the same arguments as Broker.reserve sends (a request id: the replay record)
+            args = [k.job_prefix, k.idem_prefix, batch, 600_000, "bench", uuid.uuid4().hex, 64]
+            args.append(1000)
             raw = await reserve_script(keys=keys, args=args)
             parsed = broker._parse_reserve(queue, raw)
             jobs = [(j.id, j.token) for j in parsed.jobs]
