@@ -2,6 +2,9 @@
 plugins' suites, the fast tier), lint, typecheck, schemathesis, faults (tests/faults) and acl
 (the fault suite again as a restricted Redis user). ``nox -s tests`` or ``nox -s faults`` runs
 one tier; ``nox -s bench`` runs the benchmark and ``nox -s soak`` the long load tests.
+The integration essentials run on one Redis and on a private Redis Cluster (3 masters, one
+replica each: tests/integration/test_topologies.py, in the ``tests`` tier); ``nox -s cluster``
+runs the cluster tier alone.
 
 Every pytest run loads tests/skip_report.py: a test may be skipped only with a reason starting
 ``not run here:``, each run prints a ``NOT RUN: N tests`` section, and under ``CI=true`` any
@@ -27,7 +30,12 @@ TESTS_DIR = Path(__file__).resolve().parent / "tests"
 # What the fault suite runs besides Python: command -> Debian package. redis-server for the
 # private servers the tests start, faketime (libfaketime) for test_clocks.py, ip (iproute2)
 # for test_netns_partition.py. Where one cannot be installed its tests are reported NOT RUN.
-FAULT_TOOLS = {"redis-server": "redis-server", "faketime": "faketime", "ip": "iproute2"}
+FAULT_TOOLS = {
+    "redis-server": "redis-server",
+    "redis-cli": "redis-tools",  # `redis-cli --cluster create` (the cluster stack)
+    "faketime": "faketime",
+    "ip": "iproute2",
+}
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 
 
@@ -77,6 +85,19 @@ def tests(session: nox.Session) -> None:
     for plugin in PLUGINS:
         with session.chdir(plugin):
             session.run("pytest", "-p", "skip_report", "tests", env={"PYTHONPATH": str(TESTS_DIR)})
+
+
+@nox.session(python="3.11")
+def cluster(session: nox.Session) -> None:
+    """The cluster tier alone: the integration essentials on a private Redis Cluster (started
+    from redis-server, joined by ``redis-cli --cluster create``) and the cluster fault tests."""
+    _install_fault_tools(session)
+    session.install("-e", ".[test,speed]", "-e", "tests/plugin_packages/wq-testplugin-good")
+    cluster_faults = sorted(str(p) for p in (TESTS_DIR / "faults").glob("test_cluster*.py"))
+    session.run(
+        "pytest", "tests/integration/test_topologies.py", *cluster_faults, "-k", "cluster",
+        *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session(python="3.11")

@@ -23,9 +23,11 @@ TEST_PLUGIN = "wq_testplugin_good"
 class WorkerProcs:
     """Starts ``workqueue worker`` subprocesses for one test and stops them all afterwards."""
 
-    def __init__(self, prefix: str, tmp_path: Path) -> None:
+    def __init__(self, prefix: str, tmp_path: Path, url: str = REDIS_URL) -> None:
         self.prefix = prefix
         self.tmp_path = tmp_path
+        #: the Redis URL the workers are given (another stack's: a cluster node, Sentinels)
+        self.url = url
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def log_file(self, index: int) -> Path:
@@ -39,7 +41,7 @@ class WorkerProcs:
             **os.environ,
             "WORKQUEUE_PLUGINS": TEST_PLUGIN,
             "WORKQUEUE_KEY_PREFIX": self.prefix,
-            "WORKQUEUE_REDIS_URL": REDIS_URL,
+            "WORKQUEUE_REDIS_URL": self.url,
             "WORKQUEUE_LEASE_SECONDS": str(lease),
             "WORKQUEUE_LOG_FILE": str(self.log_file(index)),
             "WORKQUEUE_METRICS_PORT": "0",

@@ -25,7 +25,7 @@ from workqueue import clock
 from workqueue.broker import queue_control
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
-from workqueue.broker.contract import EnqueueResult
+from workqueue.broker.contract import CancelResult, EnqueueResult
 from workqueue.broker.queue_control import QueueOverview
 from workqueue.errors import (
     IdempotencyConflict,
@@ -579,6 +579,13 @@ class Client:
         """The job's current record (raises JobNotFound)."""
         return await self.broker.get_job(job_id)
 
+    async def cancel(self, job_id: str) -> CancelResult:
+        """Cancel a job (SPEC 11): a queued, scheduled or retrying one is cancelled at once
+        (outcome ``cancelled``); a running one is asked to stop (``cancelling``: it ends
+        cancelled within a third of its lease); a finished one is left alone (``finished``).
+        Raises JobNotFound for an unknown id."""
+        return await self.broker.cancel(job_id)
+
     # -- queue control (H4: workqueue.broker.queue_control) -------------------------------
 
     async def queues(self) -> list[QueueOverview]:
@@ -621,6 +628,10 @@ class SyncClient:
 
     def get_job(self, job_id: str) -> JobInfo:
         return self._loop.run_until_complete(self._client.get_job(job_id))
+
+    def cancel(self, job_id: str) -> CancelResult:
+        """See :meth:`Client.cancel`."""
+        return self._loop.run_until_complete(self._client.cancel(job_id))
 
     def queues(self) -> list[QueueOverview]:
         return self._loop.run_until_complete(self._client.queues())

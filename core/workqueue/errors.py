@@ -12,6 +12,7 @@ __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
     "DuplicateJobTypeError",
+    "DurabilityError",
     "IdempotencyConflict",
     "InvalidJobError",
     "JobNotFound",
@@ -119,6 +120,23 @@ class JobNotFound(WorkQueueError):
 
 class BrokerUnavailable(WorkQueueError):
     """Raised when Redis cannot be reached or cannot accept writes right now."""
+
+
+class DurabilityError(BrokerUnavailable):
+    """Raised when an enqueue was written but fewer replicas than asked for (durable enqueue)
+    acknowledged it in time: the jobs may survive or be lost in a failover. Repeating the
+    call with the same idempotency keys answers the same jobs (and waits again)."""
+
+    def __init__(self, wanted: int, acked: int, timeout_s: float, job_ids: list[str]) -> None:
+        self.wanted = wanted
+        self.acked = acked
+        self.timeout_s = timeout_s
+        self.job_ids = job_ids
+        super().__init__(
+            f"the write reached {acked} of the {wanted} replicas asked for within "
+            f"{timeout_s:g} s (durable enqueue); it may be lost in a failover: retry with the "
+            "same Idempotency-Key"
+        )
 
 
 class InvalidJobError(WorkQueueError):

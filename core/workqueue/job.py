@@ -10,6 +10,7 @@ import msgspec
 
 __all__ = [
     "JOB_FIELDS",
+    "Attempt",
     "EnqueuedJob",
     "JobInfo",
     "NewJob",
@@ -29,6 +30,8 @@ class Status(enum.StrEnum):
     RETRYING = "retrying"
     COMPLETED = "completed"
     FAILED = "failed"
+    #: final, like completed and failed (kept for the failed retention)
+    CANCELLED = "cancelled"
 
 
 def ms_to_datetime(ms: int | None) -> datetime | None:
@@ -112,6 +115,29 @@ class ReservedJob(msgspec.Struct, frozen=True):
     lost: int
 
 
+class Attempt(msgspec.Struct, frozen=True):
+    """One entry of a job's attempt history (the last 25 attempts are kept)."""
+
+    attempt: int
+    worker: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    #: running, succeeded, failed, timed_out, lost, released or cancelled
+    outcome: str
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of a ``history`` entry, times as RFC 3339 strings."""
+        return {
+            "attempt": self.attempt,
+            "worker": self.worker,
+            "started_at": utc_text(self.started_at),
+            "finished_at": utc_text(self.finished_at),
+            "outcome": self.outcome,
+            "error": self.error,
+        }
+
+
 class JobInfo(msgspec.Struct, frozen=True):
     """Everything ``GET /jobs/{id}`` shows about a job."""
 
@@ -129,13 +155,19 @@ class JobInfo(msgspec.Struct, frozen=True):
     failures: int = 0
     lost_leases: int = 0
     run_at: datetime | None = None
+    #: the last value the handler reported with ``ctx.set_progress`` (a number or an object)
+    progress: Any = None
+    #: the last 25 attempts, oldest first
+    history: list[Attempt] = msgspec.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of ``GET /jobs/{id}`` (SPEC section 3), times as RFC 3339 strings."""
+        """The JSON shape of ``GET /jobs/{id}`` (SPEC sections 3 and 11), times as RFC 3339
+        strings."""
         shown = {name: getattr(self, name) for name in JOB_FIELDS}
         for name in ("enqueued_at", "started_at", "finished_at"):
             if shown[name] is not None:
                 shown[name] = utc_text(shown[name])
+        shown["history"] = [entry.to_dict() for entry in self.history]
         return shown
 
 
@@ -152,4 +184,6 @@ JOB_FIELDS = (
     "finished_at",
     "result",
     "error",
+    "progress",
+    "history",
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import re
 from collections.abc import Awaitable, Callable
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT_SECONDS",
+    "MAX_PROGRESS_BYTES",
     "NAME_PATTERN",
     "Backoff",
     "CancelFlag",
@@ -26,6 +29,7 @@ __all__ = [
     "Isolation",
     "JobContext",
     "JobType",
+    "encode_progress",
 ]
 
 #: Job type and queue names: 1-128 characters of ``A-Za-z0-9_.:-`` (no braces, so a queue name
@@ -34,6 +38,8 @@ __all__ = [
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}\Z")
 DEFAULT_RETRIES = 3
 DEFAULT_TIMEOUT_SECONDS = 300.0
+#: the largest progress value ``ctx.set_progress`` accepts, JSON-encoded
+MAX_PROGRESS_BYTES = 4096
 
 #: A handler takes the (validated) payload and the job's context; it may be ``async def`` or a
 #: plain ``def`` (run in a thread pool). Its JSON-able return value becomes the job's result.
@@ -128,8 +134,10 @@ class JobType:
 class CancelFlag:
     """``ctx.cancelled``: set when the attempt is superseded or must stop.
 
-    It becomes true when the attempt timed out, when its lease was lost (the job was handed
-    on: any outcome of this attempt is dropped), or when a graceful stop hands the job back.
+    It becomes true when the job is cancelled (``POST /jobs/{id}/cancel``, ``workqueue jobs
+    cancel``, ``Client.cancel``), when the attempt timed out, when its lease was lost (the
+    job was handed on: any outcome of this attempt is dropped), or when a graceful stop hands
+    the job back.
     An ``async def`` handler is cancelled as well; a plain ``def`` handler cannot be
     interrupted and should check ``ctx.cancelled`` (``if ctx.cancelled: ...`` or
     ``ctx.cancelled.is_set()``) between steps of long work and return early. Read-only for
@@ -151,6 +159,26 @@ class CancelFlag:
     def __repr__(self) -> str:
         return f"<cancelled={self._cancelled}>"
 
+    def report_progress(self, encoded: str) -> None:
+        """Where ``ctx.set_progress`` puts a checked value: the worker's run sends it to the
+        broker; a context built outside a worker (tests, ``isolation="process"``) drops it."""
+
+
+def encode_progress(value: Any) -> str:
+    """A progress value as compact JSON, or :class:`ValueError`: a finite number or a
+    JSON-serialisable object (a dict) of finite numbers, at most :data:`MAX_PROGRESS_BYTES`."""
+    if isinstance(value, bool) or not isinstance(value, int | float | dict):
+        raise ValueError(f"progress must be a number or a JSON object, not {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("progress must be a finite number")
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"progress is not JSON-serialisable with finite numbers: {exc}") from None
+    if len(text.encode()) > MAX_PROGRESS_BYTES:
+        raise ValueError(f"progress is over {MAX_PROGRESS_BYTES} bytes as JSON")
+    return text
+
 
 #: the flag of a context built outside a worker: never set
 NEVER_CANCELLED = CancelFlag()
@@ -165,9 +193,11 @@ class JobContext(msgspec.Struct, frozen=True):
       job (every lease the broker hands out). A handler that writes to another store can keep
       the highest token it has seen per job and refuse a write carrying a lower one: that
       write comes from a superseded attempt (its lease expired and the job was handed on).
-    - ``cancelled``: a :class:`CancelFlag`, true once this attempt must stop (timed out, lease
-      lost, or handed back by a graceful stop). ``async def`` handlers are cancelled too; a
-      plain ``def`` handler should poll it in long loops.
+    - ``cancelled``: a :class:`CancelFlag`, true once this attempt must stop (the job was
+      cancelled, timed out, lease lost, or handed back by a graceful stop). ``async def``
+      handlers are cancelled too; a plain ``def`` handler should poll it in long loops.
+    - :meth:`set_progress`: report how far the attempt got (shown as ``progress`` by
+      ``GET /jobs/{id}`` and ``workqueue jobs show``).
     """
 
     job_id: str
@@ -181,3 +211,13 @@ class JobContext(msgspec.Struct, frozen=True):
     logger: Logger
     token: int = 0
     cancelled: CancelFlag = NEVER_CANCELLED
+
+    def set_progress(self, value: Any) -> None:
+        """Report the attempt's progress: a finite number (``0.42``, ``1200``) or a small JSON
+        object (``{"done": 120, "total": 500}``), at most 4 KB as JSON; anything else raises
+        :class:`ValueError`. Cheap to call in a tight loop and from any thread: the worker
+        sends the latest value at most every 0.5 s, and once more before the outcome, and
+        Redis takes it only while this attempt's lease holds (a superseded attempt's value is
+        refused). A handler with ``isolation="process"`` may call it, but its value is not
+        sent."""
+        self.cancelled.report_progress(encode_progress(value))

@@ -130,6 +130,7 @@ _LOGFMT_QUOTE_RE = re.compile(r'[\s"=]')
 # Query parameters whose value redact_url hides (compared case-insensitively).
 _SECRET_PARAMS = frozenset(
     {"password", "passwd", "pass", "pwd", "secret", "token", "api_key", "apikey", "access_token"}
+    | {"sentinel_password"}
 )
 _REDACTED = "***"
 

@@ -429,7 +429,7 @@ class BrokerModel(RuleBasedStateMachine):
         lease = SHORT_LEASE_MS if short else LONG_LEASE_MS
         t0 = self.run(_redis_ms(self.redis))
         leases = [Lease(i, self.held[i]) for i in ids]
-        lost = self.run(self.broker.renew({Q: leases}, lease_ms=lease))
+        lost = self.run(self.broker.renew({Q: leases}, lease_ms=lease)).lost
         t1 = self.run(_redis_ms(self.redis))
         # A held job is in flight under its token: renewal must hold, even past the deadline
         # (nobody has taken the job over yet).
@@ -526,7 +526,7 @@ class BrokerModel(RuleBasedStateMachine):
         job_id, token = _pick(stale, pick)
         if op == "renew":
             lease = Lease(job_id, token)
-            lost = self.run(self.broker.renew({Q: [lease]}, lease_ms=LONG_LEASE_MS))
+            lost = self.run(self.broker.renew({Q: [lease]}, lease_ms=LONG_LEASE_MS)).lost
             assert lost == {Q: [lease]}, "a stale lease was renewed"
             return
         outcome = self._finish(FinishOp(OpKind(op), job_id, token, b"late", 0))

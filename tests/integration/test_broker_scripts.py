@@ -95,9 +95,9 @@ async def test_expired_lease_is_recovered_and_stale_ack_refused(broker: Broker) 
     assert rerun.lost == 1
     late = await broker.finish({"q1": [FinishOp(ACK, job.id, held.token, b'"late"')]})
     assert late == {"q1": ["stale"]}
-    lost = await broker.renew({"q1": [Lease(job.id, held.token)]}, lease_ms=5000)
+    lost = (await broker.renew({"q1": [Lease(job.id, held.token)]}, lease_ms=5000)).lost
     assert lost == {"q1": [Lease(job.id, held.token)]}
-    assert await broker.renew({"q1": [Lease(job.id, rerun.token)]}, lease_ms=5000) == {}
+    assert (await broker.renew({"q1": [Lease(job.id, rerun.token)]}, lease_ms=5000)).lost == {}
     done = await broker.finish({"q1": [FinishOp(ACK, job.id, rerun.token, b'"b"')]})
     assert done == {"q1": ["completed"]}
     s = await stats(broker)
@@ -111,7 +111,8 @@ async def test_renewal_keeps_a_live_lease(broker: Broker) -> None:
     a = await reserve(broker, "q1", 1, 300, "A")
     for _ in range(4):
         await asyncio.sleep(0.15)
-        assert await broker.renew({"q1": [Lease(job.id, a.jobs[0].token)]}, lease_ms=300) == {}
+        renewal = await broker.renew({"q1": [Lease(job.id, a.jobs[0].token)]}, lease_ms=300)
+        assert renewal.lost == {}
     assert await housekeep(broker) == []
     b = await reserve(broker, "q1", 1, 300, "B")
     assert b.jobs == []

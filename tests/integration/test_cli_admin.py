@@ -107,6 +107,8 @@ def test_enqueue_then_show(key_prefix: str) -> None:
         "finished_at",
         "result",
         "error",
+        "progress",
+        "history",
     }
     table = ok(key_prefix, "jobs", "show", job_id)
     assert job_id in table and "test_echo" in table and "queued" in table

@@ -229,7 +229,7 @@ async def test_outcomes_leases_and_housekeeping_apply_at_maxmemory(tmp_path: Pat
         await asyncio.sleep(0.3)
         # When the holder renews, housekeeping takes its duty and trims, and the job is acked
         lease = Lease(held.id, by_id[held.id].token)
-        assert await b.renew({"q": [lease]}, lease_ms=60_000) == {}
+        assert (await b.renew({"q": [lease]}, lease_ms=60_000)).lost == {}
         step = await b.housekeep("q", worker_id="hk", duty_ms=5000)
         assert step.held and step.trimmed == 1
         op = FinishOp(OpKind.ACK, held.id, lease.token, b"1")
@@ -339,7 +339,8 @@ async def test_a_lost_lease_entry_is_renewed_and_finished_from_the_record(
     admin.hdel(k.leases, renewed.id, acked.id)
     # When the holder renews one: it holds (its record is active under the token), and its
     # entry is written back
-    lost = await broker.renew({"q": [Lease(renewed.id, tokens[renewed.id])]}, lease_ms=90_000)
+    renewal = await broker.renew({"q": [Lease(renewed.id, tokens[renewed.id])]}, lease_ms=90_000)
+    lost = renewal.lost
     assert lost == {}
     assert admin.hget(k.leases, renewed.id) == entry
     # ... and acks the other: applied from its record, its active entry removed
@@ -349,7 +350,7 @@ async def test_a_lost_lease_entry_is_renewed_and_finished_from_the_record(
     assert admin.hkeys(k.leases) == [renewed.id.encode()]
     # ... while a stale token is refused either way
     stale = Lease(renewed.id, str(int(tokens[renewed.id]) + 1000))
-    assert await broker.renew({"q": [stale]}, lease_ms=90_000) == {"q": [stale]}
+    assert (await broker.renew({"q": [stale]}, lease_ms=90_000)).lost == {"q": [stale]}
 
 
 async def test_the_check_repairs_the_lease_hash(broker: Broker, admin: redis.Redis) -> None:

@@ -41,6 +41,8 @@ GOOD_TYPES = [
     "test_isolated_fail",
     "test_kill_self",
     "test_permanent",
+    "test_poll_cancel",
+    "test_progress_loop",
     "test_record",
     "test_sleep",
     "test_spin",

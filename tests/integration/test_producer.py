@@ -202,6 +202,8 @@ def test_get_job_and_404(http: httpx.Client) -> None:
             "finished_at",
             "result",
             "error",
+            "progress",
+            "history",
         }
         assert body["id"] == job_id
         assert body["status"] == "queued"

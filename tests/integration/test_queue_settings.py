@@ -186,7 +186,7 @@ async def test_renew_of_one_queue_is_one_round_trip(make: Any, admin: redis.Redi
     # When it is renewed
     reads = int(admin.info("stats")["total_reads_processed"])
     before = {n: int(v["calls"]) for n, v in admin.info("commandstats").items()}
-    assert await broker.renew({"q": [lease]}, lease_ms=5000) == {}
+    assert (await broker.renew({"q": [lease]}, lease_ms=5000)).lost == {}
     after = {n: int(v["calls"]) for n, v in admin.info("commandstats").items()}
     reads = int(admin.info("stats")["total_reads_processed"]) - reads
     # Then the client sent one EVALSHA and nothing else (no SCRIPT EXISTS of a pipeline):

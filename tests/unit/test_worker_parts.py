@@ -17,6 +17,7 @@ from workqueue.broker.contract import (
     HousekeepResult,
     Lease,
     OpKind,
+    RenewResult,
     ReserveResult,
 )
 from workqueue.job import ReservedJob
@@ -48,6 +49,7 @@ class FakeBroker:
         self.leased_by_request: dict[tuple[str, str], list[ReservedJob]] = {}
         self.finished: list[dict[str, list[FinishOp]]] = []
         self.lost: set[tuple[str, str]] = set()
+        self.cancel: set[tuple[str, str]] = set()
         self.renewed: list[dict[str, list[Lease]]] = []
         self.housekept: list[str] = []
         self.finish_errors = 0
@@ -72,7 +74,11 @@ class FakeBroker:
             self.finish_errors -= 1
             raise RedisConnectionError("down")
         self.finished.append({q: list(v) for q, v in ops.items()})
-        verdict = {OpKind.ACK: Applied.COMPLETED, OpKind.RELEASE: Applied.RELEASED}
+        verdict = {
+            OpKind.ACK: Applied.COMPLETED,
+            OpKind.RELEASE: Applied.RELEASED,
+            OpKind.CANCEL: Applied.CANCELLED,
+        }
         return {
             q: [
                 verdict.get(op.op, Applied.RETRYING if op.delay_ms >= 0 else Applied.FAILED)
@@ -81,14 +87,18 @@ class FakeBroker:
             for q, v in ops.items()
         }
 
-    async def renew(
-        self, leases: Mapping[str, Sequence[Lease]], *, lease_ms: int
-    ) -> dict[str, list[Lease]]:
+    async def renew(self, leases: Mapping[str, Sequence[Lease]], *, lease_ms: int) -> RenewResult:
         self.renewed.append({q: list(v) for q, v in leases.items()})
-        return {
-            q: [lease for lease in v if (lease.job_id, lease.token) in self.lost]
-            for q, v in leases.items()
-        }
+        return RenewResult(
+            lost={
+                q: [lease for lease in v if (lease.job_id, lease.token) in self.lost]
+                for q, v in leases.items()
+            },
+            cancel={
+                q: [lease for lease in v if (lease.job_id, lease.token) in self.cancel]
+                for q, v in leases.items()
+            },
+        )
 
     async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool:
         await asyncio.sleep(min(timeout_s, 0.01))

@@ -18,9 +18,18 @@ import msgspec
 from redis.asyncio import ConnectionPool, Redis
 
 from workqueue.broker.channel import ScriptChannel, pack
+from workqueue.broker.cluster import (
+    REDIRECTS,
+    ClusterWaits,
+    NodeClients,
+    gather_in_order,
+    is_cluster,
+)
 from workqueue.broker.config import BrokerConfig
 from workqueue.broker.contract import (
     Applied,
+    CancelOutcome,
+    CancelResult,
     Dropped,
     DroppedReason,
     EnqueueResult,
@@ -30,13 +39,14 @@ from workqueue.broker.contract import (
     QueueSettings,
     Recovered,
     RecoveredOutcome,
+    RenewResult,
     ReserveResult,
     WorkerAdvert,
 )
 from workqueue.broker.keys import GlobalKeys, QueueKeys
-from workqueue.broker.reads import ReadModel, _int, _s
+from workqueue.broker.reads import ReadModel, _int, _s, job_info
 from workqueue.broker.scripts import Scripts
-from workqueue.errors import ConfigurationError, QueueLimitError
+from workqueue.errors import ConfigurationError, DurabilityError, JobNotFound, QueueLimitError
 from workqueue.job import NewJob, ReservedJob
 
 __all__ = [
@@ -60,12 +70,12 @@ _APPLIED = {a.value.encode(): a for a in Applied}
 _SETTING_FIELDS = ("completed_ttl_ms", "failed_ttl_ms", "max_lost_leases")
 
 
-def _wire_op(op: FinishOp) -> tuple[str, str, str, str, int]:
+def _wire_op(op: FinishOp) -> tuple[str, str, str, str, int, int]:
     """One op as the finish script reads it (Redis's Lua MessagePack has no binary type)."""
     data = op.data
     if isinstance(data, bytes):
         data = data.decode("utf-8", "replace")
-    return (str(op.op), op.job_id, op.token, data, op.delay_ms)
+    return (str(op.op), op.job_id, op.token, data, op.delay_ms, int(op.timed_out))
 
 
 def _ms(seconds: float) -> int:
@@ -91,8 +101,28 @@ class Broker(ReadModel):
         self.scripts = Scripts(redis)
         self._known_queues: set[str] = set()
         self._keys_cache: dict[str, QueueKeys] = {}
+        #: on Redis Cluster: per-master clients, channels and blocking waits
+        self._nodes = NodeClients(redis) if is_cluster(redis) else None  # type: ignore[arg-type]
+        self._waits = ClusterWaits(self._nodes) if self._nodes is not None else None
         #: the enqueue path's own connection (plain clients; others go through redis-py)
-        self._channel = ScriptChannel(redis) if hasattr(redis, "connection_pool") else None
+        self._channel = (
+            ScriptChannel(redis)
+            if self._nodes is None and hasattr(redis, "connection_pool")
+            else None
+        )
+        if self.config.durable_enqueue:
+            if self._nodes is not None:
+                kwargs = self._nodes.cluster.nodes_manager.connection_kwargs
+            elif self._channel is not None:
+                kwargs = redis.connection_pool.connection_kwargs
+            else:
+                kwargs = {}
+            socket_timeout = kwargs.get("socket_timeout")
+            if socket_timeout and self.config.durable_timeout_s >= socket_timeout:
+                raise ConfigurationError(
+                    f"durable timeout ({self.config.durable_timeout_s:g} s) must be shorter "
+                    f"than the Redis socket timeout ({socket_timeout:g} s)"
+                )
         #: the connection ``wait_for_work`` blocks on (made on first use unless given)
         self._blocking = blocking
         self._own_blocking = blocking is None
@@ -114,6 +144,10 @@ class Broker(ReadModel):
         """Close the connections (the blocking one too, when the broker made it)."""
         if self._channel is not None:
             await self._channel.close()
+        if self._waits is not None:
+            self._waits.cancel()
+        if self._nodes is not None:
+            await self._nodes.aclose()
         if self._blocking is not None and self._own_blocking:
             # a client made on a pool of its own does not close that pool by itself
             await self._blocking.aclose()
@@ -151,13 +185,20 @@ class Broker(ReadModel):
                 chunk = indexes[at : at + ENQUEUE_CHUNK]
                 plan.append(chunk)
                 calls.append((queue, [jobs[i] for i in chunk]))
-        if self._channel is not None:
+        if self._nodes is not None:
+            replies, acked = await self._send_per_master(calls)
+        elif self._channel is not None:
             commands: list[Callable[[], bytes]] = [
                 partial(self._pack_enqueue, queue, batch) for queue, batch in calls
             ]
-            replies = await self._channel.execute(commands, self.scripts.enqueue)
+            if self.config.durable_enqueue:
+                replies, acked = await self._enqueue_durably(self._channel, commands, calls)
+            else:
+                replies, acked = await self._channel.execute(commands, self.scripts.enqueue), None
         else:
-            replies = []
+            if self.config.durable_enqueue:
+                raise ConfigurationError("durable enqueue needs the enqueue channel")
+            replies, acked = [], None
             for queue, batch in calls:
                 keys, args = self._enqueue_args(queue, batch)
                 replies.append(await self.scripts.enqueue(keys=keys, args=args))
@@ -166,7 +207,113 @@ class Broker(ReadModel):
             if isinstance(raw, Exception):
                 raise raw
             self._collect(raw, indexes, results, jobs)
-        return [r for r in results if r is not None]
+        answers = [r for r in results if r is not None]
+        if acked is not None and acked < self.config.durable_enqueue:
+            c = self.config
+            raise DurabilityError(
+                c.durable_enqueue, acked, c.durable_timeout_s, [r.id for r in answers]
+            )
+        return answers
+
+    # -- durable enqueue (WAIT) ----------------------------------------------------------------
+
+    async def _enqueue_durably(
+        self,
+        channel: ScriptChannel,
+        commands: list[Callable[[], bytes]],
+        calls: list[tuple[str, list[NewJob]]],
+    ) -> tuple[list[Any], int]:
+        """The enqueue calls, then ``WAIT N timeout`` on the same connection: the replies of
+        the calls and how many replicas acknowledged every write before the WAIT.
+
+        ``WAIT`` counts the replicas that reached the replication offset of this connection's
+        last command (Redis 7.0 records it on every command; some versions only on writes).
+        It proves nothing when a command was sent again on a new connection (a write answered
+        on the old one may be lost with a failed primary), and on servers that record only
+        writes, nothing when a call was a replay (its mark existed: it wrote nothing, and a job
+        written by an earlier call may be unreplicated). Then a second round sends every call
+        again (they are idempotent: a lost write is written afresh), refreshes each call's
+        mark (a write, after the jobs' writes) and waits again; at most 3 rounds.
+        """
+        c = self.config
+        wait = partial(pack, ("WAIT", c.durable_enqueue, max(1, _ms(c.durable_timeout_s))))
+        first: list[Any] | None = None
+        acked = 0
+        for round_number in range(3):
+            sent = [_Counted(command) for command in commands]
+            if round_number:
+                sent += [
+                    _Counted(partial(pack, ("PEXPIRE", self._mark(queue, batch), 60000)))
+                    for queue, batch in calls
+                ]
+            sent.append(_Counted(wait))
+            replies = await channel.execute(list(sent), self.scripts.enqueue)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            if first is None:
+                first = replies[: len(commands)]
+            acked = int(replies[-1])
+            resent = any(command.packs > 1 for command in sent)
+            replayed = any(int(raw[1]) for raw in replies[: len(commands)])
+            # from the second round on the calls are replays: the marks' refresh covers them
+            if not resent and (round_number or not replayed):
+                break
+        else:
+            acked = 0  # the connection kept breaking: nothing confirmed
+        assert first is not None
+        return first, acked
+
+    async def _send_per_master(
+        self, calls: list[tuple[str, list[NewJob]]]
+    ) -> tuple[list[Any], int | None]:
+        """The enqueue calls on a cluster: one batch per master on its channel, all at once
+        (with ``WAIT`` per master when durable). A redirected call is sent again through the
+        cluster client (enqueue calls are safe to repeat)."""
+        assert self._nodes is not None
+        items: list[tuple[str, Callable[[], bytes]]] = [
+            (self.keys(queue).queued, partial(self._pack_enqueue, queue, batch))
+            for queue, batch in calls
+        ]
+        if self.config.durable_enqueue:
+            return await self._enqueue_durably_per_master(items, calls)
+        replies = await self._nodes.execute_grouped(
+            items,
+            self.scripts.enqueue,
+            lambda i: self.scripts.enqueue(*self._enqueue_args(*calls[i])),
+        )
+        return replies, None
+
+    async def _enqueue_durably_per_master(
+        self,
+        items: list[tuple[str, Callable[[], bytes]]],
+        calls: list[tuple[str, list[NewJob]]],
+    ) -> tuple[list[Any], int]:
+        """Durable enqueue on a cluster: :meth:`_enqueue_durably` on each master's channel
+        (its calls, then ``WAIT`` there: a master's replicas acknowledge that master's
+        writes), all masters at once; the replicas acknowledged are the fewest any master
+        got. A redirection (the slot moved) refreshes the slot map and is raised: the caller
+        sends the jobs again (same ids, so never twice)."""
+        nodes = self._nodes
+        assert nodes is not None
+        groups = await nodes.groups([key for key, _ in items])
+        replies: list[Any] = [None] * len(items)
+        acks: list[int] = []
+
+        async def one(name: str, indexes: list[int]) -> None:
+            try:
+                got, acked = await self._enqueue_durably(
+                    nodes.channel(name), [items[i][1] for i in indexes], [calls[i] for i in indexes]
+                )
+            except REDIRECTS:
+                await nodes.refresh()
+                raise
+            for i, reply in zip(indexes, got, strict=True):
+                replies[i] = reply
+            acks.append(acked)
+
+        await gather_in_order([partial(one, name, ix) for name, ix in groups.items()])
+        return replies, min(acks)
 
     async def _register_queues(self, queues: Sequence[str]) -> None:
         raw = await self.scripts.register_queues(
@@ -208,10 +355,14 @@ class Broker(ReadModel):
             args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
             args += (prio, uniq)
         args += tail
-        # The call's mark is named after its jobs (random ids), so the same call repeated -
-        # the channel resending it, the client retrying it - finds the mark of the first.
-        mark = k.enqueue_mark(f"{jobs[0].id}.{len(jobs)}")
+        mark = self._mark(queue, jobs)
         return [k.queued, k.scheduled, k.notify, k.stats, k.ledger, mark, k.settings], args
+
+    def _mark(self, queue: str, jobs: Sequence[NewJob]) -> str:
+        """The key of an enqueue call's mark. It is named after the call's jobs (random ids),
+        so the same call repeated - the channel resending it, the client retrying it - finds
+        the mark of the first."""
+        return self.keys(queue).enqueue_mark(f"{jobs[0].id}.{len(jobs)}")
 
     def _pack_enqueue(self, queue: str, jobs: Sequence[NewJob]) -> bytes:
         keys, args = self._enqueue_args(queue, jobs)
@@ -309,33 +460,92 @@ class Broker(ReadModel):
             jobs.append(job)
         return result
 
-    async def renew(
-        self, leases: Mapping[str, Sequence[Lease]], *, lease_ms: int
-    ) -> dict[str, list[Lease]]:
-        """Extend leases held under their tokens; returns the leases lost, per queue.
+    async def renew(self, leases: Mapping[str, Sequence[Lease]], *, lease_ms: int) -> RenewResult:
+        """Extend leases held under their tokens; returns the leases lost and the leases
+        whose job is asked to cancel, per queue.
 
         One queue is one plain EVALSHA (one round trip); several go in one pipeline.
         """
+        result = RenewResult()
         queues = [q for q, items in leases.items() if items]
         if not queues:
-            return {}
+            return result
         replies = await self._per_queue(
             queues, lambda q, pipe: self._renew_call(q, leases[q], lease_ms, pipe)
         )
-        lost: dict[str, list[Lease]] = {}
-        for queue, raw in zip(queues, replies, strict=True):
-            if raw:
-                gone = {_s(x) for x in raw}
-                lost[queue] = [lease for lease in leases[queue] if lease.job_id in gone]
-        return lost
+        for queue, (raw_lost, raw_cancel) in zip(queues, replies, strict=True):
+            for ids, into in ((raw_lost, result.lost), (raw_cancel, result.cancel)):
+                if ids:
+                    named = {_s(x) for x in ids}
+                    into[queue] = [lease for lease in leases[queue] if lease.job_id in named]
+        return result
+
+    async def set_progress(self, values: Mapping[str, Sequence[tuple[Lease, str]]]) -> list[str]:
+        """Write progress values into job records, fenced by the lease (``progress.lua``):
+        one script call per queue, one round trip. Returns the ids whose value was refused
+        (their lease is no longer held under that token)."""
+        queues = [q for q, items in values.items() if items]
+        if not queues:
+            return []
+        replies = await self._per_queue(
+            queues, lambda q, pipe: self._progress_call(q, values[q], pipe)
+        )
+        return [_s(x) for raw in replies for x in raw]
+
+    async def _progress_call(
+        self, queue: str, values: Sequence[tuple[Lease, str]], pipe: Any
+    ) -> Any:
+        k = self.keys(queue)
+        keys = [k.leases]
+        args: list[Any] = []
+        for lease, value in values:
+            keys.append(k.job(lease.job_id))
+            args += (lease.job_id, lease.token, value)
+        return await self.scripts.progress(keys=keys, args=args, client=pipe)
+
+    async def cancel(self, job_id: str, queue: str | None = None) -> CancelResult:
+        """Cancel a job (``cancel.lua``, atomic): a queued, scheduled or retrying one ends
+        cancelled now; a running one gets ``cancel`` = 1 (its worker learns it at its next
+        renewal and stops the run); a finished one is left alone (outcome ``finished``).
+        The job is found first (one pipeline over the known queues unless ``queue`` is
+        given); :class:`JobNotFound` when there is none."""
+        if queue is None:
+            found = await self.locate_jobs([job_id])
+            if not found:
+                raise JobNotFound(job_id)
+            queue = found[0].queue
+        k = self.keys(queue)
+        raw = await self.scripts.cancel(
+            keys=[
+                k.queued,
+                k.scheduled,
+                k.retry,
+                k.cancelled,
+                k.stats,
+                k.settings,
+                k.ledger,
+                k.job(job_id),
+            ],
+            args=[job_id, k.idem_prefix, _ms(self.config.failed_ttl_s)],
+        )
+        outcome = _s(raw[0])
+        if outcome == "missing":
+            raise JobNotFound(job_id)
+        flat = raw[2]
+        record = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+        return CancelResult(CancelOutcome(outcome), job_info(job_id, queue, record))
 
     async def _per_queue(
         self, queues: Sequence[str], call: Callable[[str, Any], Awaitable[Any]]
     ) -> list[Any]:
         """One script call per queue: a plain EVALSHA for one queue (one round trip; a
-        redis-py pipeline would add a SCRIPT EXISTS), one pipeline for several."""
+        redis-py pipeline would add a SCRIPT EXISTS), one pipeline for several. On a cluster,
+        one EVALSHA per queue, all at once, each sent to the master of its queue's slot (the
+        cluster client follows redirections and loads a script a master lacks)."""
         if len(queues) == 1:
             return [await call(queues[0], None)]
+        if self._nodes is not None:
+            return await gather_in_order([partial(call, q, None) for q in queues])
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 await call(queue, pipe)
@@ -377,6 +587,7 @@ class Broker(ReadModel):
             k.settings,
             k.ledger,
             k.leases,
+            k.cancelled,
         ]
         keys += [k.job(op.job_id) for op in ops]
         args: list[Any] = [
@@ -393,6 +604,10 @@ class Broker(ReadModel):
         main client's connection settings, no socket timeout (the wait bounds itself)."""
         if self._blocking is None:
             pool = self.redis.connection_pool
+            for_blocking = getattr(pool, "for_blocking", None)  # Sentinel: follows failovers
+            if for_blocking is not None:
+                self._blocking = Redis(connection_pool=for_blocking())
+                return self._blocking
             kwargs = dict(pool.connection_kwargs)
             kwargs["socket_timeout"] = None
             self._blocking = Redis(
@@ -405,10 +620,16 @@ class Broker(ReadModel):
     async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool:
         """Block on the queues' wake-up lists until a token or the timeout; True when woken.
 
+        On a cluster the queues' lists may be on several masters (and one BLPOP may not span
+        two slots): one BLPOP per queue, concurrently; see
+        :class:`workqueue.broker.cluster.ClusterWaits`.
+
         The broker's own blocking connection is used; a wait that outlasts its timeout by
         5 s (a dead link) is abandoned and its connection dropped.
         """
         keys = [self.keys(q).notify for q in queues]
+        if self._waits is not None:  # one BLPOP per queue, each on its queue's master
+            return await self._waits.wait(keys, timeout_s)
         blocking = self._blocking_client()
         timeout = max(0.01, round(timeout_s, 3))
         async with asyncio.timeout(timeout + 5.0):
@@ -437,6 +658,7 @@ class Broker(ReadModel):
             k.ledger,
             k.hk_cursor,
             k.leases,
+            k.cancelled,
         ]
         args: list[Any] = [
             k.job_prefix,
@@ -580,6 +802,21 @@ class Broker(ReadModel):
             args=[NOTIFY_CAP, *job_ids],
         )
         return [_s(x) for x in raw]
+
+
+class _Counted:
+    """A command that counts how often it was packed (more than once: it was sent again,
+    on a new connection)."""
+
+    __slots__ = ("command", "packs")
+
+    def __init__(self, command: Callable[[], bytes]) -> None:
+        self.command = command
+        self.packs = 0
+
+    def __call__(self) -> bytes:
+        self.packs += 1
+        return self.command()
 
 
 def _reserved_job_leniently(queue: str, fields: list[Any]) -> ReservedJob:

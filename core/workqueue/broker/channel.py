@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 try:
@@ -139,6 +139,11 @@ class ScriptChannel:
                 raise again[0]
             for index, reply in zip(retried, again[1:], strict=True):
                 replies[index] = reply
+        for index, reply in enumerate(replies):
+            if isinstance(reply, ReadOnlyError):  # the node was demoted: reconnect (Sentinel
+                del replies[index:]  # asks for the new primary), resend from this command
+                await conn.disconnect(nowait=True)
+                raise RedisConnectionError("the enqueue connection's node is a replica now")
 
     async def _guarded(self, conn: Connection, commands: list[Command], replies: list[Any]) -> None:
         """One exchange; the connection is dropped when it fails or is interrupted."""

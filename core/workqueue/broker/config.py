@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workqueue.broker.keys import DEFAULT_PREFIX
+from workqueue.errors import ConfigurationError
 
 __all__ = ["BrokerConfig"]
 
@@ -33,3 +34,15 @@ class BrokerConfig:
     #: queue with many kept records is not re-read without end; damage found within this
     #: pause plus one pass)
     check_pause_s: float = 300.0
+    #: durable enqueue (``--durable-enqueue`` / ``WORKQUEUE_DURABLE_ENQUEUE``): an enqueue
+    #: returns only after this many replicas acknowledged its write (Redis ``WAIT``); 0 = off
+    durable_enqueue: int = 0
+    #: the longest an enqueue waits for those replicas (``WORKQUEUE_DURABLE_TIMEOUT``), then
+    #: :class:`~workqueue.errors.DurabilityError`
+    durable_timeout_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.durable_enqueue < 0:
+            raise ConfigurationError("durable enqueue: the number of replicas must be 0 or more")
+        if not 0.001 <= self.durable_timeout_s <= 3600:
+            raise ConfigurationError("durable timeout: must be 0.001 to 3600 seconds")

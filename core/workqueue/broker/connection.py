@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -14,6 +14,8 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import AuthenticationWrongNumberOfArgsError as AuthArgsError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from workqueue.broker.cluster import cluster_choice, cluster_mode, create_cluster_redis
 
 __all__ = ["SENTINEL_SCHEMES", "create_redis", "setup_problem"]
 
@@ -55,6 +57,12 @@ def create_redis(
 ) -> Redis:
     """A client for ``redis://`` or ``rediss://`` URLs (user and password in the URL).
 
+    When the URL names a node of a Redis Cluster (asked once, see
+    :func:`workqueue.broker.cluster.cluster_mode`), the client is redis-py's ``RedisCluster``
+    for the whole cluster, with the same TLS, timeout and retry settings. When the node cannot
+    be asked (down, refused login), a plain client is returned: its errors tell what is wrong.
+    The URL's ``cluster=yes`` / ``cluster=no`` query parameter decides without asking.
+
     For ``rediss://`` the server certificate is verified and its hostname checked, whatever
     the redis-py version's defaults are; the URL's query parameters (``ssl_ca_certs``,
     ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``, ``ssl_check_hostname``) override.
@@ -77,6 +85,24 @@ def create_redis(
     tls: dict[str, Any] = {}
     if scheme == "rediss":
         tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    url, clustered = cluster_choice(url)
+    if clustered is None and scheme in ("redis", "rediss"):
+        clustered = cluster_mode(url, tls, connect_timeout)
+    if clustered:
+        # redis-py's cluster client has the plain client's command API (the broker checks
+        # which one it has where they differ: workqueue.broker.cluster.is_cluster)
+        return cast(
+            Redis,
+            create_cluster_redis(
+                url,
+                tls=tls,
+                socket_timeout=socket_timeout,
+                connect_timeout=connect_timeout,
+                max_connections=max_connections,
+                retries=retries,
+                connection_class=_safe_connection_class,
+            ),
+        )
     redis: Redis = Redis.from_url(
         url,
         **tls,

@@ -20,6 +20,8 @@ from workqueue.job import JobInfo, NewJob, ReservedJob
 __all__ = [
     "Applied",
     "BrokerAPI",
+    "CancelOutcome",
+    "CancelResult",
     "Dropped",
     "DroppedReason",
     "EnqueueResult",
@@ -33,6 +35,7 @@ __all__ = [
     "QueueSettings",
     "Recovered",
     "RecoveredOutcome",
+    "RenewResult",
     "ReserveResult",
     "SystemFigures",
     "WorkerAdvert",
@@ -45,6 +48,8 @@ class OpKind(enum.StrEnum):
     ACK = "ack"
     FAIL = "fail"
     RELEASE = "release"
+    #: the run stopped because the job was asked to cancel (renew said so): ends it cancelled
+    CANCEL = "cancel"
 
 
 class Applied(enum.StrEnum):
@@ -54,6 +59,8 @@ class Applied(enum.StrEnum):
     RETRYING = "retrying"
     FAILED = "failed"
     RELEASED = "released"
+    #: ended cancelled (a cancel op, or a fail/release while a cancel was pending)
+    CANCELLED = "cancelled"
     #: refused: the job is no longer leased under the op's token (it was handed on)
     STALE = "stale"
     #: no such job record (deleted, or retention already removed it)
@@ -65,6 +72,8 @@ class RecoveredOutcome(enum.StrEnum):
 
     REQUEUED = "requeued"
     FAILED = "failed"
+    #: a cancel was pending when the lease expired: the job ended cancelled, not requeued
+    CANCELLED = "cancelled"
 
 
 class DroppedReason(enum.StrEnum):
@@ -95,6 +104,34 @@ class FinishOp(msgspec.Struct, frozen=True):
     data: bytes | str = b""
     #: fail: the retry delay in ms, or -1 when the job must not be retried
     delay_ms: int = -1
+    #: fail: the attempt timed out (the attempt history says ``timed_out``, not ``failed``)
+    timed_out: bool = False
+
+
+class RenewResult(msgspec.Struct):
+    """What ``renew`` found, per queue: the leases lost, and the leases held whose job is
+    asked to cancel (the worker stops those runs and reports :attr:`OpKind.CANCEL`)."""
+
+    lost: dict[str, list[Lease]] = msgspec.field(default_factory=dict)
+    cancel: dict[str, list[Lease]] = msgspec.field(default_factory=dict)
+
+
+class CancelOutcome(enum.StrEnum):
+    """What ``cancel`` did."""
+
+    #: the job was queued, scheduled or retrying: it is cancelled now
+    CANCELLED = "cancelled"
+    #: the job is running: its worker is asked to stop it (it ends cancelled within lease/3)
+    CANCELLING = "cancelling"
+    #: the job had finished already (completed, failed or cancelled): nothing done
+    FINISHED = "finished"
+
+
+class CancelResult(msgspec.Struct, frozen=True):
+    """The answer of ``cancel``: what was done and the job as it is now."""
+
+    outcome: CancelOutcome
+    job: JobInfo
 
 
 class EnqueueResult(msgspec.Struct, frozen=True):
@@ -238,10 +275,22 @@ class BrokerAPI(Protocol):
         """Apply outcomes ``{queue: [op]}``, fenced by token; what was applied, per op."""
         ...
 
-    async def renew(
-        self, leases: Mapping[str, Sequence[Lease]], *, lease_ms: int
-    ) -> dict[str, list[Lease]]:
-        """Extend leases still held under their tokens; returns the leases lost, per queue."""
+    async def renew(self, leases: Mapping[str, Sequence[Lease]], *, lease_ms: int) -> RenewResult:
+        """Extend leases still held under their tokens; returns the leases lost and the
+        leases whose job is asked to cancel, per queue."""
+        ...
+
+    async def set_progress(self, values: Mapping[str, Sequence[tuple[Lease, str]]]) -> list[str]:
+        """Write handlers' progress ``{queue: [(lease, JSON text)]}`` into the job records,
+        each only while its lease is held under its token; returns the ids refused."""
+        ...
+
+    # -- controlling jobs -------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, queue: str | None = None) -> CancelResult:
+        """Cancel a job (searching every known queue unless ``queue`` is given): a waiting
+        one at once, a running one by asking its worker to stop it; :class:`JobNotFound`
+        when there is no such job."""
         ...
 
     async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> bool:

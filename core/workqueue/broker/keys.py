@@ -16,6 +16,8 @@ one-key ``heartbeat`` script, which stamps it with Redis ``TIME``).
                                  an entry exists iff the record is active under that token
     <p>:{<q>}:completed   ZSET   id -> finish time (ms) of kept completed records
     <p>:{<q>}:failed      ZSET   id -> finish time (ms) of kept failed records
+    <p>:{<q>}:cancelled   ZSET   id -> finish time (ms) of kept cancelled records (kept for
+                                 the failed retention)
     <p>:{<q>}:ledger      ZSET   id -> enqueued_at (ms) of every job record of the queue
     <p>:{<q>}:settings    HASH   fleet-wide settings: completed_ttl_ms, failed_ttl_ms,
                                  max_lost_leases (unset fields: the process's defaults)
@@ -83,6 +85,11 @@ class QueueKeys:
     @property
     def failed(self) -> str:
         return self.base + "failed"
+
+    @property
+    def cancelled(self) -> str:
+        """Kept cancelled records (id -> finish time), trimmed under the failed retention."""
+        return self.base + "cancelled"
 
     @property
     def stats(self) -> str:

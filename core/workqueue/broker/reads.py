@@ -10,6 +10,11 @@ Costs (round trips; a pipeline is one):
 - :meth:`ReadModel.figures`: 3 whatever the number of queues (``SMEMBERS`` of the queue
   registry; one pipeline of 8 commands per queue plus ``TIME``; one pipeline of one ``HGET``
   per queue that has a job waiting, skipped when none has).
+
+On Redis Cluster the client is redis-py's cluster client: a pipeline is split into one pipeline
+per master, sent concurrently (so each round trip above is one concurrent round trip per master
+holding one of the queues), every command names keys of one slot (no ``MGET``, no multi-key
+``DEL``), and ``TIME`` is asked of one node beside the figures pipeline, not inside it.
 - :meth:`ReadModel.workers`: 2 (``ZRANGE`` of the registry, then one pipelined ``GET`` per
   worker: no multi-key ``MGET``, which Redis Cluster refuses across slots).
 - :meth:`ReadModel.list_jobs`, :meth:`ReadModel.locate_jobs`, :meth:`ReadModel.get_job`: the
@@ -18,12 +23,14 @@ Costs (round trips; a pipeline is one):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from redis.asyncio import Redis
 
+from workqueue.broker.cluster import is_cluster
 from workqueue.broker.contract import (
     JobLocation,
     PurgeStep,
@@ -34,7 +41,7 @@ from workqueue.broker.contract import (
 from workqueue.broker.keys import GlobalKeys, QueueKeys
 from workqueue.broker.levels import QUEUED_DEPTH, QUEUED_HEAD
 from workqueue.errors import JobNotFound
-from workqueue.job import JobInfo, Status, ms_to_datetime
+from workqueue.job import Attempt, JobInfo, Status, ms_to_datetime
 
 if TYPE_CHECKING:
     from workqueue.broker.broker import BrokerConfig
@@ -45,7 +52,7 @@ __all__ = ["FINISHED", "LISTABLE", "ReadModel", "job_info"]
 #: the statuses :meth:`ReadModel.list_jobs` reads, each from its own index
 LISTABLE = tuple(s.value for s in Status)
 #: the statuses whose records :meth:`ReadModel.purge_finished` deletes
-FINISHED = (Status.COMPLETED.value, Status.FAILED.value)
+FINISHED = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
 
 
 class _AdvertWire(msgspec.Struct):
@@ -93,6 +100,7 @@ def _index(k: QueueKeys, status: str) -> str:
         "retrying": k.retry,
         "completed": k.completed,
         "failed": k.failed,
+        "cancelled": k.cancelled,
     }[status]
 
 
@@ -179,12 +187,18 @@ class ReadModel:
     async def queue_figures(self, names: Sequence[str]) -> SystemFigures:
         """These queues' figures only, in order: one pipeline (8 commands per queue and
         ``TIME``), then one ``HGET`` per queue with a job waiting (skipped when none has)."""
+        clustered = is_cluster(self.redis)
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in names:
                 self._queue_commands(pipe, self.keys(q))
-            pipe.time()
-            replies = await pipe.execute()
-        now_ms = _time_ms(replies[-1])
+            if clustered:
+                # a cluster pipeline is one pipeline per master, all at once; TIME names no
+                # key (no master to send it to in a pipeline): asked of one node, meanwhile
+                replies, now_ms = await asyncio.gather(pipe.execute(), self.server_time_ms())
+            else:
+                pipe.time()
+                replies = await pipe.execute()
+                now_ms = _time_ms(replies[-1])
         rows: list[QueueFigures] = []
         heads: list[tuple[QueueFigures, str]] = []
         for at, q in enumerate(names):
@@ -369,6 +383,13 @@ def job_info(job_id: str, queue: str, record: dict[bytes, bytes]) -> JobInfo:
         except msgspec.DecodeError:
             result = None
     error = f.get("error")
+    progress: Any = None
+    raw_progress = f.get("progress")
+    if raw_progress:
+        try:
+            progress = msgspec.json.decode(raw_progress)
+        except msgspec.DecodeError:
+            progress = None
     return JobInfo(
         id=job_id,
         type=_s(f.get("type", b"")),
@@ -384,4 +405,74 @@ def job_info(job_id: str, queue: str, record: dict[bytes, bytes]) -> JobInfo:
         failures=_int(f.get("failures")),
         lost_leases=_int(f.get("lost")),
         run_at=ms_to_datetime(ms("run_at")),
+        progress=progress,
+        history=_history(f),
     )
+
+
+class _AttemptWire(msgspec.Struct):
+    """A history entry as the prelude writes it (times in ms); odd entries read leniently."""
+
+    attempt: int | float = 0
+    worker: str = ""
+    started_at: int | float | None = None
+    finished_at: int | float | None = None
+    outcome: str = ""
+    error: str | None = None
+
+
+_HISTORY = msgspec.json.Decoder(list[_AttemptWire])
+
+
+#: the most attempts a job's history shows (the prelude's HISTORY_MAX)
+HISTORY_MAX = 25
+
+
+def _history(f: dict[str, Any]) -> list[Attempt]:
+    """A record's attempt history: the ``history`` field (the attempts that ended otherwise
+    than by success, see control.lua), then the current attempt as the record itself states
+    it (``attempts``, ``worker``, ``started_at``): ``running`` while active, ``succeeded``
+    once completed. An unreadable field reads as empty."""
+    entries: list[_AttemptWire] = []
+    raw = f.get("history")
+    if raw:
+        try:
+            entries = _HISTORY.decode(raw)
+        except msgspec.DecodeError:
+            entries = []
+    shown = [
+        Attempt(
+            attempt=int(e.attempt),
+            worker=e.worker,
+            started_at=ms_to_datetime(int(e.started_at) if e.started_at is not None else None),
+            finished_at=ms_to_datetime(int(e.finished_at) if e.finished_at is not None else None),
+            outcome=e.outcome,
+            error=e.error,
+        )
+        for e in entries
+    ]
+    current = _int(f.get("attempts"))
+    status = _s(f.get("status", b""))
+    if current >= 1 and status in ("active", "completed"):
+        last = shown[-1] if shown else None
+        if last is None or last.attempt != current or last.outcome == "running":
+            if last is not None and last.attempt == current:
+                shown.pop()
+            done = status == "completed"
+            shown.append(
+                Attempt(
+                    attempt=current,
+                    worker=_s(f.get("worker", b"")),
+                    started_at=ms_to_datetime(_ms_field(f.get("started_at"))),
+                    finished_at=ms_to_datetime(_ms_field(f.get("finished_at"))) if done else None,
+                    outcome="succeeded" if done else "running",
+                )
+            )
+    return shown[-HISTORY_MAX:]
+
+
+def _ms_field(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, b"") else None
+    except ValueError:
+        return None

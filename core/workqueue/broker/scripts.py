@@ -1,8 +1,9 @@
 """The Lua scripts of the job state machine, read once from the package.
 
-Every script is sent as ``prelude.lua`` followed by its own source: the prelude is the one
-definition of the clock, the counters, the capped wake-up, failing for good and retention
-(see its header), so no two scripts can disagree about them.
+Every script is sent as ``prelude.lua`` and ``control.lua`` followed by its own source: the
+prelude is the one definition of the clock, the counters, the capped wake-up, failing for good
+and retention (see its header), ``control.lua`` the one way an attempt enters the history and
+a job ends cancelled, so no two scripts can disagree about them.
 """
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ SCRIPT_NAMES = (
     "purge",
     "heartbeat",
     "register_queues",
+    "cancel",
+    "progress",
     "queue_pause",  # H4
     "queue_info",  # H4
 )
+
+#: the shared helpers every script starts with, in order
+_HELPERS = ("prelude", "control")
 
 
 def _read(name: str) -> str:
@@ -35,7 +41,7 @@ def _read(name: str) -> str:
 
 def source(name: str) -> str:
     """The full text Redis runs for script ``name`` (prelude included)."""
-    return _read("prelude") + _read(name)
+    return "".join(_read(helper) for helper in _HELPERS) + _read(name)
 
 
 class Scripts:
@@ -51,5 +57,7 @@ class Scripts:
         self.purge: AsyncScript = redis.register_script(source("purge"))
         self.heartbeat: AsyncScript = redis.register_script(source("heartbeat"))
         self.register_queues: AsyncScript = redis.register_script(source("register_queues"))
+        self.cancel: AsyncScript = redis.register_script(source("cancel"))
+        self.progress: AsyncScript = redis.register_script(source("progress"))
         self.queue_pause: AsyncScript = redis.register_script(source("queue_pause"))  # H4
         self.queue_info: AsyncScript = redis.register_script(source("queue_info"))  # H4

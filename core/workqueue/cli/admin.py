@@ -1,4 +1,5 @@
-"""Operator commands: ``stats``, ``jobs show|list|retry|purge``, ``enqueue``, ``plugins``.
+"""Operator commands: ``stats``, ``jobs show|list|retry|cancel|purge``, ``enqueue``,
+``plugins``.
 
 Exit codes: 0 success, 1 failure (one ``error: ...`` line on stderr, never a traceback),
 2 usage error (click's).
@@ -125,6 +126,7 @@ def stats_command(
         "retrying",
         "jobs_done",
         "jobs_failed",
+        "jobs_cancelled",
         "failed_attempts",
         "oldest_waiting_seconds",
     ]
@@ -154,7 +156,7 @@ def stats_command(
 
 @click.group("jobs")
 def jobs_group() -> None:
-    """Inspect and operate on jobs: show, list, retry, purge."""
+    """Inspect and operate on jobs: show, list, retry, cancel, purge."""
 
 
 @jobs_group.command("show")
@@ -168,7 +170,7 @@ def show_command(
     broker_config: BrokerConfig,
     as_json: bool,
 ) -> None:
-    """Show one job (the fields of GET /jobs/{id})."""
+    """Show one job (the fields of GET /jobs/{id}, with its progress and attempt history)."""
 
     async def action(broker: Broker) -> dict[str, Any]:
         return (await broker.get_job(job_id)).to_dict()
@@ -181,16 +183,75 @@ def show_command(
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for name, value in data.items():
-        shown = json.dumps(value) if name == "result" and value is not None else value
+        if name == "history":
+            continue
+        shown = json.dumps(value) if name in ("result", "progress") and value is not None else value
         table.add_row(name, "-" if shown is None else str(shown))
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    if data["history"]:
+        console.print(_history_table(data["history"]))
+
+
+def _history_table(history: list[dict[str, Any]]) -> Table:
+    """A job's attempts (``history`` of :meth:`JobInfo.to_dict`), oldest first."""
+    table = Table(title="attempts", show_header=True)
+    for column in ("attempt", "outcome", "worker", "started_at", "finished_at"):
+        table.add_column(column, no_wrap=column != "worker")
+    table.add_column("error", overflow="fold")
+    for entry in history:
+        table.add_row(
+            str(entry["attempt"]),
+            entry["outcome"],
+            entry["worker"] or "-",
+            entry["started_at"] or "-",
+            entry["finished_at"] or "-",
+            entry["error"] or "",
+        )
+    return table
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id")
+@redis_url_option
+@broker_options
+@json_option
+def cancel_command(
+    job_id: str,
+    redis_url: str,
+    broker_config: BrokerConfig,
+    as_json: bool,
+) -> None:
+    """Cancel a job (as POST /jobs/{id}/cancel).
+
+    A queued, scheduled or retrying job is cancelled at once; a running one is asked to stop
+    (it ends cancelled within a third of its lease). Exit code 1 for an unknown or finished
+    job. --json prints {"outcome": cancelled|cancelling|finished, "job": {...}}.
+    """
+    from workqueue.broker.contract import CancelOutcome, CancelResult
+
+    async def action(broker: Broker) -> CancelResult:
+        return await broker.cancel(job_id)
+
+    done = _run(redis_url, broker_config, action)
+    if as_json:
+        _print_json({"outcome": done.outcome.value, "job": done.job.to_dict()})
+    if done.outcome == CancelOutcome.FINISHED:
+        _fail(f"job {job_id!r} has finished ({done.job.status}): nothing to cancel")
+    if not as_json:
+        if done.outcome == CancelOutcome.CANCELLED:
+            click.echo(f"cancelled {job_id}")
+        else:
+            click.echo(f"cancelling {job_id}: its worker is asked to stop it")
 
 
 @jobs_group.command("list")
 @click.option(
     "--status",
     "-s",
-    type=click.Choice(["scheduled", "queued", "active", "retrying", "completed", "failed"]),
+    type=click.Choice(
+        ["scheduled", "queued", "active", "retrying", "completed", "failed", "cancelled"]
+    ),
     default="failed",
     show_default=True,
     envvar="WORKQUEUE_JOB_STATUS",
@@ -297,7 +358,7 @@ def retry_command(
 @click.option(
     "--status",
     "-s",
-    type=click.Choice(["completed", "failed"]),
+    type=click.Choice(["completed", "failed", "cancelled"]),
     required=True,
     help="Which finished jobs to delete.",
 )
@@ -312,7 +373,8 @@ def purge_command(
     redis_url: str,
     broker_config: BrokerConfig,
 ) -> None:
-    """Delete the records of finished jobs (completed or failed); unfinished jobs stay."""
+    """Delete the records of finished jobs (completed, failed or cancelled); unfinished jobs
+    stay."""
     from workqueue.admin import purge
 
     where = f"queue {queue!r}" if queue else "every queue"

@@ -23,6 +23,15 @@ def _check_redis_url(ctx: click.Context, param: click.Parameter, value: str) -> 
 
     from workqueue.log import redact_url
 
+    if value.partition("://")[0].lower() in ("redis+sentinel", "rediss+sentinel"):
+        from workqueue.broker.sentinel_url import parse_sentinel_url
+        from workqueue.errors import ConfigurationError
+
+        try:
+            parse_sentinel_url(value)
+        except ConfigurationError as exc:
+            raise click.BadParameter(f"{redact_url(value)!r}: {exc}") from None
+        return value
     try:
         parse_url(value)  # type: ignore[no-untyped-call]
     except ValueError as exc:
@@ -38,7 +47,8 @@ def redis_url_option(f: F) -> F:
         default=DEFAULT_REDIS_URL,
         show_default=True,
         callback=_check_redis_url,
-        help="Redis URL (redis:// or rediss://, user and password in the URL).",
+        help="Redis URL (redis:// or rediss://, user and password in the URL; "
+        "redis+sentinel://host:port[,host:port...]/<master-name>[/<db>] for Sentinel).",
     )(f)
 
 
@@ -54,6 +64,8 @@ def broker_options(f: F) -> F:
         failed_ttl: float,
         max_lost_leases: int,
         max_queues: int,
+        durable_enqueue: int,
+        durable_timeout: float,
         **kwargs: Any,
     ) -> Any:
         config = BrokerConfig(
@@ -62,6 +74,8 @@ def broker_options(f: F) -> F:
             failed_ttl_s=failed_ttl,
             max_lost_leases=max_lost_leases,
             max_queues=max_queues,
+            durable_enqueue=durable_enqueue,
+            durable_timeout_s=durable_timeout,
         )
         return f(*args, broker_config=config, **kwargs)
 
@@ -109,6 +123,24 @@ def broker_options(f: F) -> F:
                 default=1000,
                 show_default=True,
                 help="Distinct queue names accepted; an enqueue to one more is refused.",
+            ),
+            # durable enqueue (SPEC section 10): every enqueue this process makes
+            click.option(
+                "--durable-enqueue",
+                envvar="WORKQUEUE_DURABLE_ENQUEUE",
+                type=click.IntRange(min=0),
+                default=0,
+                show_default=True,
+                help="Replicas that must acknowledge an enqueue (Redis WAIT) before it is "
+                "answered (202); fewer in time: 503, retry with the same Idempotency-Key.",
+            ),
+            click.option(
+                "--durable-timeout",
+                envvar="WORKQUEUE_DURABLE_TIMEOUT",
+                type=click.FloatRange(min=0.001, max=60),
+                default=1.0,
+                show_default=True,
+                help="Seconds an enqueue waits for those replicas.",
             ),
         ]
     ):

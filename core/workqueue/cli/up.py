@@ -49,6 +49,10 @@ def _die_with_parent() -> None:
 
 
 def _redis_answers(url: str) -> bool:
+    if "+sentinel" in url.partition("://")[0].lower():
+        from workqueue.broker.sentinel import primary_answers
+
+        return primary_answers(url)
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         try:
@@ -109,7 +113,8 @@ def _ensure_redis(redis_url: str, data_dir: str) -> subprocess.Popen[bytes] | No
         return None
     parsed = urlparse(redis_url)
     server = shutil.which("redis-server")
-    if server is None or parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
+    local = parsed.hostname in ("127.0.0.1", "localhost", "::1") and "+" not in parsed.scheme
+    if server is None or not local:
         click.echo(
             f"error: nothing answers at {redact_url(redis_url)} and no local redis-server "
             "can be started (install redis-server or set WORKQUEUE_REDIS_URL)",

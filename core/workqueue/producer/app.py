@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +22,7 @@ from litestar.types import Guard
 from loguru import logger
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
+from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workqueue import __version__
@@ -30,12 +31,14 @@ from workqueue.broker.connection import create_redis
 from workqueue.client import Client, Limits
 from workqueue.errors import (
     BrokerUnavailable,
+    DurabilityError,
     IdempotencyConflict,
     JobNotFound,
     PayloadValidationError,
     TaskValidationError,
     UnknownJobTypeError,
 )
+from workqueue.producer.job_routes import build_job_routes
 from workqueue.producer.openapi_page import SchemaPage
 from workqueue.producer.parsing import MalformedBody
 from workqueue.producer.routes import build_routes
@@ -114,6 +117,25 @@ def handle_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Er
         return _error(422, "idempotency_conflict", "Idempotency-Key", str(exc))
     if isinstance(exc, JobNotFound):
         return _error(404, "not_found", "id", str(exc))
+    if isinstance(exc, DurabilityError):
+        logger.warning("answered 503: {}", str(exc))
+        return _error(
+            503,
+            "not_durable",
+            None,
+            f"{exc}; no job is lost by retrying: a retry with the same Idempotency-Key answers "
+            "the same job",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, RedisReadOnlyError):
+        logger.warning("answered 503: Redis answered READONLY (a replica; failover under way?)")
+        return _error(
+            503,
+            "broker_unavailable",
+            None,
+            "Redis is read-only right now (a replica, during a failover?); try again shortly",
+            headers={"Retry-After": "1"},
+        )
     if isinstance(exc, BrokerUnavailable | RedisConnectionError | RedisTimeoutError):
         cause = str(exc) if isinstance(exc, BrokerUnavailable) else type(exc).__name__
         logger.warning("answered 503: {}", cause)
@@ -230,12 +252,15 @@ def _client(state: State) -> Client:
 def create_app(settings: ProducerSettings, registry: Registry | None = None) -> Litestar:
     """The producer app; the Redis client lives on ``app.state`` for the app's lifetime."""
     job_types = registry if registry is not None else build_registry()
+    durable_s = settings.broker.durable_timeout_s if settings.broker.durable_enqueue else 0.0
+    if durable_s:  # an enqueue may wait that long for the replicas on top of Redis itself
+        settings = replace(settings, redis_deadline_s=settings.redis_deadline_s + durable_s)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = create_redis(
             settings.redis_url,
-            socket_timeout=settings.socket_timeout_s,
+            socket_timeout=settings.socket_timeout_s + durable_s,
             connect_timeout=settings.connect_timeout_s,
             retries=0,
         )
@@ -247,7 +272,7 @@ def create_app(settings: ProducerSettings, registry: Registry | None = None) -> 
             await client.aclose()
 
     return Litestar(
-        route_handlers=build_routes(settings, job_types),
+        route_handlers=[*build_routes(settings, job_types), *build_job_routes(settings)],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         dependencies={"client": Provide(_client, sync_to_thread=False)},

@@ -148,7 +148,7 @@ async def get_job(
     if not job_id or len(job_id) > _MAX_JOB_ID:
         raise JobNotFound(job_id[:_MAX_JOB_ID])
     info = await guarded(client.get_job(job_id), request.app.state.settings.redis_deadline_s)
-    return JobAnswer(**info.to_dict())
+    return msgspec.convert(info.to_dict(), JobAnswer)  # H5: history entries are structs
 
 
 async def health() -> HealthAnswer:

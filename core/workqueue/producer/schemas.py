@@ -27,6 +27,7 @@ __all__ = [
     "JSON_VALUE",
     "JSON_VALUE_SCHEMA",
     "NAME_REGEX",
+    "AttemptAnswer",
     "EnqueueAnswer",
     "ErrorAnswer",
     "HealthAnswer",
@@ -57,6 +58,18 @@ class EnqueueAnswer(msgspec.Struct):
     enqueued_at: str
 
 
+class AttemptAnswer(msgspec.Struct):
+    """One attempt of a job (``history``): outcome is running, succeeded, failed, timed_out,
+    lost, released or cancelled; times as the job's."""
+
+    attempt: int
+    worker: str
+    started_at: str | None
+    finished_at: str | None
+    outcome: str
+    error: str | None
+
+
 class JobAnswer(msgspec.Struct):
     """What ``GET /jobs/{id}`` shows."""
 
@@ -72,6 +85,10 @@ class JobAnswer(msgspec.Struct):
     finished_at: str | None
     result: Any
     error: str | None
+    #: the last value the handler reported with ``ctx.set_progress`` (a number or an object)
+    progress: Any = None
+    #: the last 25 attempts, oldest first
+    history: list[AttemptAnswer] = msgspec.field(default_factory=list)
 
 
 class QueueDepth(msgspec.Struct):

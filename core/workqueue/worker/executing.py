@@ -6,7 +6,9 @@
 - :meth:`Executor.stop_run` ends exactly one run: its task is cancelled and its
   ``ctx.cancelled`` set. A timed-out attempt is reported failed; a run whose lease was lost
   reports nothing (the job runs elsewhere, or again here under a newer token); a run handed
-  back by a graceful stop is released.
+  back by a graceful stop is released; a run of a job asked to cancel is reported
+  ``cancel`` at once (a plain ``def`` handler's thread runs on as a hung thread, seeing
+  ``ctx.cancelled``, until it returns).
 - A slot is free only when its handler has really returned. A plain ``def`` whose attempt
   ended while its thread runs on is *hung*: its outcome is reported at once, but it keeps its
   slot (and its pool thread) until the thread returns, so a new job never waits in the pool
@@ -39,10 +41,12 @@ from workqueue.worker.runs import Deadlines, Run, RunKey, StopReason
 if TYPE_CHECKING:
     from loguru import Logger
 
-__all__ = ["RELEASE", "Executor"]
+__all__ = ["CANCEL", "RELEASE", "Executor"]
 
 #: the outcome of a job handed back by a graceful stop: not counted as failed
 RELEASE = Outcome("release")
+#: the outcome of a run stopped because its job was asked to cancel: the job ends cancelled
+CANCEL = Outcome("cancel")
 
 # Whether a handler is ``async def``, asked once per handler rather than once per job.
 _IS_ASYNC: dict[Callable[..., Any], bool] = {}
@@ -220,12 +224,15 @@ def _stopped_outcome(
     run: Run, log: JobLogger, job_type: JobType | None, timeout: float
 ) -> Outcome | None:
     """The outcome of a run told to stop: timed out (a failed attempt), released (handed
-    back), or none at all when its lease was lost (the job runs elsewhere)."""
+    back), cancelled, or none at all when its lease was lost (the job runs elsewhere)."""
     if run.stopped == "timeout":
         exc = TimeoutError(f"timed out after {timeout:g}s")
         delay = failure_outcome(exc, job_type, run.job.failures).delay_ms
-        return Outcome("fail", str(exc), delay)
+        return Outcome("fail", str(exc), delay, timed_out=True)
     if run.stopped == "release":
         return RELEASE
+    if run.stopped == "cancel":
+        log.info("cancelled while running (the job was asked to cancel)")
+        return CANCEL
     log.warning("lease lost while running: outcome dropped (job runs elsewhere)")
     return None

@@ -20,10 +20,12 @@ ERROR_LIMIT = 2000
 class Outcome(msgspec.Struct, frozen=True):
     """How an attempt ended, before the broker has its say."""
 
-    kind: Literal["ack", "fail", "release"]
+    kind: Literal["ack", "fail", "release", "cancel"]
     data: bytes | str = b""
     #: for "fail": retry delay in ms, or -1 for "never retry"
     delay_ms: int = -1
+    #: for "fail": the attempt timed out (the attempt history says timed_out)
+    timed_out: bool = False
 
 
 def decode_payload(registry: Registry, job_type: JobType, raw: bytes, max_bytes: int) -> Any:

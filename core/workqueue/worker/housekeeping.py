@@ -77,6 +77,8 @@ def log_recovered(rec: Recovered, stats: WorkerStats) -> None:
     if rec.outcome == RecoveredOutcome.FAILED:
         stats.failed += 1
         log.error("failed for good: lease lost too many times (worker died each time)")
+    elif rec.outcome == RecoveredOutcome.CANCELLED:  # H5: a cancel was pending
+        log.info("cancelled: its lease expired while the cancel was pending")
     else:
         log.warning("recovered after a lost lease: requeued")
 

@@ -1,4 +1,4 @@
-"""Keeping leases: renew every lease this process holds at a fixed rate of lease/3.
+"""Keeping leases: renew every lease this process holds at a fixed rate of lease/4.
 
 Held are the leases of running attempts and of outcomes not yet applied (under a slow or
 broken link an outcome may wait longer than its lease has left). A run superseded by a
@@ -7,6 +7,11 @@ lease is gone) is not renewed but stopped at once. The broker answers the leases
 gone, as ``(job id, token)``; each stops exactly that run (an ``async``
 handler is cancelled, a plain ``def`` sees ``ctx.cancelled``) and its outcome is dropped. A
 newer run of the same job in this process, under a newer token, is not touched.
+
+The broker also answers the leases whose job was asked to cancel (``POST /jobs/{id}/cancel``):
+each such run is stopped the same way and reported ``cancel``, so the job ends cancelled. The
+rate is lease/4, not lease/3, so a cancel requested just after a renewal still ends the job
+within a third of the lease (the next renewal, plus one finish round trip).
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ def _token_order(run: Run) -> int:
 
 
 class LeaseKeeper:
-    """Renews held leases every lease/3 and stops the runs whose lease is gone."""
+    """Renews held leases every lease/4 and stops the runs whose lease is gone or whose job
+    was asked to cancel."""
 
     def __init__(
         self,
@@ -70,14 +76,14 @@ class LeaseKeeper:
     ) -> None:
         self.broker = broker
         self.lease_ms = int(lease_seconds * 1000)
-        self.interval = max(0.2, lease_seconds / 3)
+        self.interval = max(0.2, lease_seconds / 4)
         self._held = held
         self._stop_run = stop_run
         self._stats = stats
 
     async def loop(self) -> None:
         """Renew until cancelled, at a fixed rate: a slow round trip does not stretch the
-        period past lease/3."""
+        period past lease/4."""
         next_at = time.monotonic() + self.interval
         while True:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -88,7 +94,8 @@ class LeaseKeeper:
                 logger.warning("could not renew leases ({})", sanitize(exc, 200))
 
     async def renew_once(self) -> int:
-        """One renewal of every held lease; returns how many runs were stopped as lost."""
+        """One renewal of every held lease; returns how many runs were stopped as lost (runs
+        of jobs asked to cancel are stopped too, not counted here)."""
         leases, superseded = held_leases(self._held())
         stopped = 0
         for run in superseded:
@@ -97,10 +104,13 @@ class LeaseKeeper:
                 self._stats.lost += 1
         if not leases:
             return stopped
-        lost = await self.broker.renew(leases, lease_ms=self.lease_ms)
-        for gone in lost.values():
+        renewed = await self.broker.renew(leases, lease_ms=self.lease_ms)
+        for gone in renewed.lost.values():
             for lease in gone:
                 if self._stop_run((lease.job_id, lease.token), "lost") is not None:
                     stopped += 1
                     self._stats.lost += 1
+        for asked in renewed.cancel.values():
+            for lease in asked:
+                self._stop_run((lease.job_id, lease.token), "cancel")
         return stopped

@@ -4,7 +4,7 @@
             ┌──────────── Fetcher ─────────────┐ reserve per queue (own request id each),
  broker ◄───┤  start(job) ──► Executor ──────┐  │ wait_for_work when idle
             │               runs[(id, token)]│  │
-            │   LeaseKeeper ◄── held runs ───┤  │ renew every lease/3; lost -> stop that run
+            │   LeaseKeeper ◄── held runs ───┤  │ renew every lease/4; lost or cancel -> stop it
             │   Settler ◄──── outcomes ──────┘  │ batched finish -> Applied verdicts -> log
             │   Housekeeper (one loop/queue)    │ housekeep(queue) on its own schedule
             └── Heartbeat (WorkerAdvert) ───────┘
@@ -38,6 +38,7 @@ from workqueue.worker.fetching import Fetcher
 from workqueue.worker.housekeeping import Housekeeper
 from workqueue.worker.leases import LeaseKeeper
 from workqueue.worker.metrics import RunTimeHistogram, collect, render_prometheus, wants_prometheus
+from workqueue.worker.progress import ProgressSender
 from workqueue.worker.runs import Run
 from workqueue.worker.settling import Settler
 from workqueue.worker.stats import WorkerStats
@@ -114,6 +115,7 @@ class Worker:
         broker: BrokerAPI = self.broker
         log = JobLog()
         observers = Observers(self.pm, settings.worker_id, log)
+        progress = ProgressSender(broker, lambda: self.executor.running() if self.executor else [])
         settler = Settler(
             broker,
             self.stats,
@@ -121,6 +123,7 @@ class Worker:
             log,
             observers,
             lease_seconds=settings.lease_seconds,
+            progress=progress,
         )
         executor = self.executor = Executor(
             settings, self.registry, log, observers, settler.add, self._on_hung
@@ -144,6 +147,7 @@ class Worker:
         helpers = [
             settling,
             asyncio.create_task(keeper.loop(), name="wq-leases"),
+            asyncio.create_task(progress.loop(), name="wq-progress"),
             asyncio.create_task(heartbeat.loop(), name="wq-heartbeat"),
         ]
         if settings.housekeep_seconds > 0:
@@ -179,11 +183,12 @@ class Worker:
             await self._call_lifecycle("workqueue_worker_shutdown", strict=False)
             await self.broker.aclose()
             logger.info(
-                "worker stopped: succeeded={} failed={} retried={} released={}{}",
+                "worker stopped: succeeded={} failed={} retried={} released={} cancelled={}{}",
                 self.stats.succeeded,
                 self.stats.failed,
                 self.stats.retried,
                 self.stats.released,
+                self.stats.cancelled,
                 f" hung_threads={executor.hung} (recycling)" if self.recycle else "",
             )
 

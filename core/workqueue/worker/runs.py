@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Literal
@@ -23,8 +24,12 @@ __all__ = ["Deadlines", "Run", "RunKey", "StopReason"]
 
 RunKey = tuple[str, str]
 #: why a run was told to stop: its timeout passed, its lease was lost (handed on: its outcome
-#: is dropped), or a graceful stop hands the job back
-StopReason = Literal["timeout", "lost", "release"]
+#: is dropped), a graceful stop hands the job back, or the job was cancelled (renew said so:
+#: the job ends cancelled)
+StopReason = Literal["timeout", "lost", "release", "cancel"]
+
+# set_progress may be called from handler threads: a value and its number change together
+_PROGRESS_LOCK = threading.Lock()
 
 
 class Run(CancelFlag):
@@ -40,6 +45,8 @@ class Run(CancelFlag):
         "job",
         "key",
         "outcome",
+        "progress",
+        "progress_sent",
         "stopped",
         "task",
         "thread",
@@ -55,6 +62,19 @@ class Run(CancelFlag):
         self.outcome: Outcome | None = None
         self.duration_s = 0.0
         self.error: str | None = None
+        #: the latest progress reported, numbered (0: none yet), and the number last sent
+        self.progress: tuple[int, str] = (0, "")
+        self.progress_sent = 0
+
+    def report_progress(self, encoded: str) -> None:
+        """Keep the latest checked progress value (any thread); ``ProgressSender`` sends it."""
+        with _PROGRESS_LOCK:
+            self.progress = (self.progress[0] + 1, encoded)
+
+    def progress_due(self) -> tuple[int, str] | None:
+        """The latest progress value when it has not been sent yet, with its number."""
+        latest = self.progress
+        return latest if latest[0] > self.progress_sent else None
 
     def stop(self, reason: StopReason) -> bool:
         """Tell the run to stop (first reason wins): set the flag, cancel its task.

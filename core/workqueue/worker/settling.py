@@ -21,6 +21,7 @@ from workqueue.broker.contract import Applied, BrokerAPI, FinishOp, OpKind
 from workqueue.log import sanitize
 from workqueue.worker.events import JobLog, Observers
 from workqueue.worker.metrics import RunTimeHistogram
+from workqueue.worker.progress import ProgressSender
 from workqueue.worker.runs import Run
 from workqueue.worker.stats import WorkerStats
 
@@ -32,7 +33,7 @@ RECONNECT_MAX_SECONDS = 5.0
 # Module constants: an enum member looked up on its class costs more, once per job.
 _ACK, _FAIL, _RELEASE = OpKind.ACK, OpKind.FAIL, OpKind.RELEASE
 _COMPLETED, _RETRYING, _FAILED = Applied.COMPLETED, Applied.RETRYING, Applied.FAILED
-_RELEASED, _STALE = Applied.RELEASED, Applied.STALE
+_RELEASED, _STALE, _CANCELLED = Applied.RELEASED, Applied.STALE, Applied.CANCELLED
 
 
 def finish_op(run: Run) -> FinishOp:
@@ -44,9 +45,11 @@ def finish_op(run: Run) -> FinishOp:
         return FinishOp(_ACK, job.id, job.token, outcome.data)
     if outcome.kind == "release":
         return FinishOp(_RELEASE, job.id, job.token)
+    if outcome.kind == "cancel":
+        return FinishOp(OpKind.CANCEL, job.id, job.token)
     data = outcome.data
     run.error = data if isinstance(data, str) else data.decode()
-    return FinishOp(_FAIL, job.id, job.token, data, outcome.delay_ms)
+    return FinishOp(_FAIL, job.id, job.token, data, outcome.delay_ms, outcome.timed_out)
 
 
 class Settler:
@@ -61,6 +64,7 @@ class Settler:
         observers: Observers,
         *,
         lease_seconds: float,
+        progress: ProgressSender | None = None,
     ) -> None:
         self.broker = broker
         self.stats = stats
@@ -68,6 +72,8 @@ class Settler:
         self._log = log
         self._observers = observers
         self._lease_seconds = lease_seconds
+        #: sends the runs' last progress values before their outcomes
+        self._progress = progress
         self._pending: list[Run] = []
         #: the batch of the finish call in flight
         self._settling: list[Run] = []
@@ -118,6 +124,8 @@ class Settler:
                     queue_ops = ops[run.job.queue] = []
                 queue_ops.append(finish_op(run))
             try:
+                if self._progress is not None:
+                    await self._progress.flush(batch)
                 verdicts = await self.broker.finish(ops)
             except (RedisError, OSError) as exc:
                 self._settling = []
@@ -176,6 +184,10 @@ class Settler:
         elif verdict == _RELEASED:
             stats.released += 1
             log.add("INFO", job, "released back to the queue (worker stopping)")
+        elif verdict == _CANCELLED:
+            stats.cancelled += 1
+            self.histogram.observe(job.type, "cancelled", seconds)
+            log.add("INFO", job, f"cancelled after {seconds * 1000:.1f} ms")
         elif verdict == _STALE:
             stats.stale += 1
             kind = run.outcome.kind if run.outcome is not None else "outcome"

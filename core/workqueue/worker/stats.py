@@ -23,6 +23,8 @@ class WorkerStats:
     failed: int = 0
     retried: int = 0
     released: int = 0
+    #: jobs this process ended cancelled (the job was asked to cancel while it ran)
+    cancelled: int = 0
     stale: int = 0
     #: expired leases this process recovered as its queues' housekeeper
     recovered: int = 0

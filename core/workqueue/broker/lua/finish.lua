@@ -14,15 +14,24 @@
 -- Retention (prelude's retain): a finished record is kept with no PEXPIRE (housekeeping trims
 -- it past the queue's retention) or, with retention 0, deleted at once (a repeat then answers
 -- 'missing'); its idempotency key never outlives it.
+-- Cancel (control.lua): the op 'cancel' (the worker stopped a run renew said was asked to
+-- cancel) ends the job cancelled; a fail or release of a record with cancel = '1' does too
+-- (never retried, never requeued); an ack completes it.
+-- Attempt history (control.lua's attempt_end): a failed, timed-out, released or cancelled
+-- attempt gets its entry (an HMGET, HGET and HSET more: paths off the hot one); an ack writes
+-- none (the record itself says which attempt succeeded, where and when).
 -- KEYS: 1 active, 2 queued, 3 retry, 4 completed, 5 failed, 6 stats, 7 notify, 8 settings,
---       9 ledger, 10 leases, then one job record key per op, in op order
+--       9 ledger, 10 leases, 11 cancelled, then one job record key per op, in op order
 -- ARGV: 1 idempotency key prefix, 2 default completed retention ms, 3 default failed retention
---       ms, 4 notify cap, 5 the ops as one MessagePack array of [op, id, token, data, delay_ms]
---       (op 'ack' | 'fail' | 'release'); ack: data = result JSON; fail: data = error text,
---       delay_ms = retry delay or -1 for "no retry"; release: hand back unfinished (graceful
---       stop), not counted as a failure. One argument instead of five per op.
--- Returns: {now_ms, then per op: completed | retrying | failed | released | stale (refused:
---           the token no longer holds) | missing (no such record)}
+--       ms, 4 notify cap, 5 the ops as one MessagePack array of
+--       [op, id, token, data, delay_ms, timed_out]
+--       (op 'ack' | 'fail' | 'release' | 'cancel'); ack: data = result JSON; fail: data =
+--       error text, delay_ms = retry delay or -1 for "no retry", timed_out = 1 when the
+--       attempt timed out (history says timed_out); release: hand back unfinished (graceful
+--       stop), not counted as a failure; cancel: the run stopped because the job was asked to
+--       cancel. One argument instead of six per op.
+-- Returns: {now_ms, then per op: completed | retrying | failed | released | cancelled | stale
+--           (refused: the token no longer holds) | missing (no such record)}
 -- Cost per call: HMGET of the leases, HDEL of them and ZREM of their active entries (one each
 -- per 1,000 ops), then per op one HSET (ack, release) or HMGET + HSET (fail; any op whose token
 -- is not the live lease's); a GET and PEXPIRE more for a job with an idempotency key. Index
@@ -39,10 +48,13 @@ local function count(field)
   counters[field] = (counters[field] or 0) + 1
 end
 local REPEAT = {completed = 'completed', failed = 'failed', retrying = 'retrying',
-                queued = 'released', scheduled = 'released'}
+                queued = 'released', scheduled = 'released', cancelled = 'cancelled'}
 local q = nil
 local function settings()
-  if not q then q = queue_settings(KEYS[8], ARGV[2], ARGV[3], 0) end
+  if not q then
+    q = queue_settings(KEYS[8], ARGV[2], ARGV[3], 0)
+    q.cancelled, q.stats, q.ledger, q.idemp = KEYS[11], KEYS[6], KEYS[9], idemp
+  end
   return q
 end
 
@@ -95,8 +107,17 @@ end
 
 -- Apply one op to a job active under its token; f: the record's fields when they were read
 -- (a fail always reads them: failures and retries).
-local function apply(op, id, key, data, delay, typ, idem, f)
+local function apply(op, id, key, data, delay, typ, idem, f, timed_out)
   local s = settings()
+  if op == 'cancel' or (op == 'fail' and f[8] == '1') or
+      (op == 'release' and redis.call('HGET', key, 'cancel') == '1') then
+    if op == 'fail' then
+      count('failed_attempts')
+      count('failed_attempts|' .. typ)
+    end
+    end_cancelled(s, key, id, typ, idem, now, 'cancelled while running', true, true)
+    return 'cancelled'
+  end
   if op == 'ack' then
     if s.done_ttl > 0 then
       if not write(key, id, idem, 'status', 'completed', 'finished_at', now_s, 'result', data,
@@ -118,6 +139,7 @@ local function apply(op, id, key, data, delay, typ, idem, f)
     local failures = (int_field(f[4]) or 0) + 1
     count('failed_attempts')
     count('failed_attempts|' .. typ)
+    attempt_end(key, timed_out and 'timed_out' or 'failed', now, data)
     if delay >= 0 and failures <= (int_field(f[5]) or 0) then
       redis.call('HSET', key, 'status', 'retrying', 'error', data, 'run_at', now + delay,
         'failures', failures, 'applied', 'retrying')
@@ -139,6 +161,7 @@ local function apply(op, id, key, data, delay, typ, idem, f)
   -- release: the token stays, so a repeated release answers 'released' until the job is
   -- leased again
   if not write(key, id, idem, 'status', 'queued', 'applied', 'released') then return 'missing' end
+  attempt_end(key, 'released', now, nil)
   released[#released + 1] = id
   return 'released'
 end
@@ -146,13 +169,15 @@ end
 -- 2. Each op, in order.
 for i, o in ipairs(ops) do
   local op, id, token, data, delay = o[1], o[2], tostring(o[3]), o[4], tonumber(o[5])
-  local key = KEYS[10 + i]
+  local timed_out = o[6] == 1
+  local key = KEYS[11 + i]
   local lease = held[i]
   local outcome
   if lease and op ~= 'fail' then
-    outcome = apply(op, id, key, data, delay, lease[1], lease[2], nil)
+    outcome = apply(op, id, key, data, delay, lease[1], lease[2], nil, timed_out)
   else
-    local f = fields(key, 'token', 'status', 'type', 'failures', 'retries', 'idem', 'applied')
+    local f = fields(key, 'token', 'status', 'type', 'failures', 'retries', 'idem', 'applied',
+      'cancel')
     if not f or not f[3] then
       outcome = 'missing'
     elseif f[1] ~= token then
@@ -168,7 +193,7 @@ for i, o in ipairs(ops) do
         end
         unleased[#unleased + 1] = id
       end
-      outcome = apply(op, id, key, data, delay, f[3], f[6], f)
+      outcome = apply(op, id, key, data, delay, f[3], f[6], f, timed_out)
     end
   end
   out[#out + 1] = outcome

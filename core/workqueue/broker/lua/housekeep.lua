@@ -26,13 +26,14 @@
 -- records read; one LRANGE of at most ARGV[13] entries; one HMGET of ARGV[12] lease entries.
 -- No SCAN, no LPOS.
 -- KEYS: 1 housekeeper, 2 queued, 3 scheduled, 4 retry, 5 active, 6 completed, 7 failed,
---       8 stats, 9 notify, 10 settings, 11 ledger, 12 check cursor (HASH id, score), 13 leases
+--       8 stats, 9 notify, 10 settings, 11 ledger, 12 check cursor (HASH id, score), 13 leases,
+--       14 cancelled (H5: kept cancelled records, trimmed under the failed retention)
 -- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 worker id, 4 duty ms,
 --       5 default completed retention ms, 6 default failed retention ms, 7 default max lost
 --       leases, 8 notify cap, 9 recover limit, 10 promote limit, 11 trim limit,
 --       12 check limit, 13 longest queued list to check, 14 pause after a complete pass ms
 -- Returns: {held (0|1), now_ms, promoted, trimmed, more (0|1), next_ms (-1 none),
---           n_recovered, [id, outcome (requeued|failed), type, lost]*,
+--           n_recovered, [id, outcome (requeued|failed|cancelled), type, lost]*,
 --           n_dropped, [id, reason, type]*, n_repaired, [id, status]*}
 local now = now_ms()
 local jobp, idemp, worker, duty = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -55,6 +56,7 @@ end
 
 local q = queue_settings(KEYS[10], ARGV[5], ARGV[6], ARGV[7])
 q.failed, q.stats, q.ledger, q.idemp = KEYS[7], KEYS[8], KEYS[11], idemp
+q.cancelled = KEYS[14]  -- H5: cancel
 local more = false
 local woke = false
 
@@ -69,13 +71,19 @@ each_chunk(expired, function(...) redis.call('HDEL', KEYS[13], ...) end)
 local requeued, any_requeued = {}, false  -- requeued: ids per priority (group_add)
 for _, id in ipairs(expired) do
   local key = jobp .. id
-  local f = fields(key, 'type', 'status', 'idem', 'priority')
+  local f = fields(key, 'type', 'status', 'idem', 'cancel', 'priority')
   if not f or not f[1] then
     drop(KEYS[8], id, 'orphan')
   elseif f[2] ~= 'active' then
     drop(KEYS[8], id, 'stray')
+  elseif f[4] == '1' then  -- H5: a cancel was pending: the job ends cancelled, not requeued
+    end_cancelled(q, key, id, f[1], f[3], now, 'cancelled: the lease expired while the ' ..
+      'cancel was pending (worker lost)', true, false)
+    local n = #recovered
+    recovered[n + 1], recovered[n + 2], recovered[n + 3], recovered[n + 4] = id, 'cancelled', f[1], 0
   else
     local lost = incr(key, 'lost')
+    attempt_end(key, 'lost', now, 'the lease expired (worker crashed, hung or cut off)')  -- H5
     local outcome = 'requeued'
     if lost >= q.max_lost then
       fail_for_good(q, key, id, f[1], f[3], now, 'worker lost ' .. lost .. ' times: the ' ..
@@ -84,7 +92,7 @@ for _, id in ipairs(expired) do
     else
       -- the token is cleared: a late report from the lost lease is refused as stale
       redis.call('HSET', key, 'status', 'queued', 'token', '')
-      group_add(requeued, f[4], id)
+      group_add(requeued, f[5], id)
       any_requeued = true
     end
     local n = #recovered
@@ -114,7 +122,8 @@ end
 -- 3. retention
 local trimmed = 0
 local budget = trim_limit
-for _, part in ipairs({{KEYS[6], 'completed', q.done_ttl}, {KEYS[7], 'failed', q.failed_ttl}}) do
+for _, part in ipairs({{KEYS[6], 'completed', q.done_ttl}, {KEYS[7], 'failed', q.failed_ttl},
+                       {KEYS[14], 'cancelled', q.failed_ttl}}) do
   local index, status, ttl = part[1], part[2], part[3]
   local ids = {}
   if budget > 0 then
@@ -159,7 +168,7 @@ end
 local listed = nil  -- the queued list as a set, read at most once per step
 local gone, strays = {}, {}
 local INDEX = {active = KEYS[5], scheduled = KEYS[3], retrying = KEYS[4],
-               completed = KEYS[6], failed = KEYS[7]}
+               completed = KEYS[6], failed = KEYS[7], cancelled = KEYS[14]}
 local ids = {}
 for i = 1, #batch, 2 do ids[#ids + 1] = batch[i] end
 local live = hmget_all(KEYS[13], ids)  -- the lease entries of the batch, one read
@@ -209,7 +218,9 @@ for n, id in ipairs(ids) do
   elseif INDEX[st] and not redis.call('ZSCORE', INDEX[st], id) then
     local at = now
     if st == 'scheduled' or st == 'retrying' then at = tonumber(f[2]) or now end
-    if st == 'completed' or st == 'failed' then at = tonumber(f[3]) or now end
+    if st == 'completed' or st == 'failed' or st == 'cancelled' then
+      at = tonumber(f[3]) or now
+    end
     redis.call('ZADD', INDEX[st], at, id)
     fixed = true
   end
@@ -236,7 +247,8 @@ end
 
 -- when the next step has work: the earliest lease expiry or due time, or a trim due
 local next_ms = earliest({KEYS[3], KEYS[4], KEYS[5]})
-for _, part in ipairs({{KEYS[6], q.done_ttl}, {KEYS[7], q.failed_ttl}}) do
+for _, part in ipairs({{KEYS[6], q.done_ttl}, {KEYS[7], q.failed_ttl},
+                       {KEYS[14], q.failed_ttl}}) do
   local head = redis.call('ZRANGE', part[1], 0, 0, 'WITHSCORES')
   if head[2] then
     local due = tonumber(head[2]) + part[2]

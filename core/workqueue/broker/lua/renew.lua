@@ -5,16 +5,20 @@
 -- record active under the caller's token holds too (its lease entry was lost, e.g. a partial
 -- restore) and both its lease entry and its active entry are written again, so the job is
 -- neither abandoned by its live worker nor left active without a lease; else it is lost.
+-- A held lease whose record has cancel = '1' (cancel.lua: the job was asked to stop) is also
+-- answered, so the worker stops that run and reports the op 'cancel' (control.lua).
 -- KEYS: 1 active, 2 leases, then one job record key per lease, in order
 -- ARGV: 1 lease ms, then pairs: id, token (in the order of the record keys)
--- Returns: the ids whose lease is no longer held under the token (lost: do not ack them).
--- Cost per call: TIME, HMGET, ZREM, ZADD (one per 500 leases); HMGET per lease not held.
+-- Returns: {lost, cancel}: the ids whose lease is no longer held under the token (lost: do not
+--   ack them), and the ids held whose job is asked to cancel.
+-- Cost per call: TIME, HMGET, ZREM, ZADD (one per 500 leases); one HGET per lease held (the
+-- cancel flag); HMGET per lease not held.
 local now = now_ms()
 local deadline = now + tonumber(ARGV[1])
 local ids = {}
 for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
 local live = hmget_all(KEYS[2], ids)
-local zargs, lost, restore = {}, {}, {}
+local zargs, lost, restore, cancel = {}, {}, {}, {}
 for n, id in ipairs(ids) do
   local token = ARGV[2 * n + 1]
   local held = lease_token(live[n]) == token
@@ -27,6 +31,8 @@ for n, id in ipairs(ids) do
     end
   end
   if held then
+    local c = fields(KEYS[2 + n], 'cancel')
+    if c and c[1] == '1' then cancel[#cancel + 1] = id end
     zargs[#zargs + 1] = deadline
     zargs[#zargs + 1] = id
   else
@@ -41,4 +47,4 @@ if #zargs > 0 then
   each_chunk(zargs, function(...) redis.call('ZADD', KEYS[1], ...) end)
   each_chunk(restore, function(...) redis.call('HSET', KEYS[2], ...) end)
 end
-return lost
+return {lost, cancel}

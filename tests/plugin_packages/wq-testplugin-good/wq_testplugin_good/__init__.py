@@ -140,6 +140,63 @@ def isolated_fail(payload: dict[str, Any], ctx: JobContext) -> None:
     raise ValueError("isolated failure")
 
 
+async def progress_loop(payload: dict[str, Any], ctx: JobContext) -> dict[str, int]:
+    """Ledger line ``start``; then ``ctx.set_progress({"step": i})`` every 0.02 s for
+    ``payload["seconds"]`` (a tight loop: the worker coalesces it); ledger ``cancelled``
+    when cancelled, else ``end`` and the result ``{"steps": <last step>}``."""
+    _ledger_line(payload["ledger"], ctx, "start")
+    deadline = time.monotonic() + float(payload["seconds"])
+    step = 0
+    try:
+        while time.monotonic() < deadline:
+            step += 1
+            ctx.set_progress({"step": step})
+            await asyncio.sleep(0.02)
+    except asyncio.CancelledError:
+        _ledger_line(payload["ledger"], ctx, "cancelled")
+        raise
+    _ledger_line(payload["ledger"], ctx, "end")
+    return {"steps": step}
+
+
+def poll_cancel(payload: dict[str, Any], ctx: JobContext) -> str:
+    """A plain ``def`` that works in steps until ``ctx.cancelled`` (at most
+    ``payload["seconds"]``), reporting each step with ``ctx.set_progress(step)``; ledger
+    ``start``, then ``cancelled`` when it saw the flag, else ``end``."""
+    _ledger_line(payload["ledger"], ctx, "start")
+    deadline = time.monotonic() + float(payload["seconds"])
+    step = 0
+    while time.monotonic() < deadline:
+        if ctx.cancelled:
+            _ledger_line(payload["ledger"], ctx, "cancelled")
+            return "stopped"
+        step += 1
+        ctx.set_progress(step)
+        time.sleep(0.02)
+    _ledger_line(payload["ledger"], ctx, "end")
+    return "ok"
+
+
+def _control_types() -> list[JobType]:
+    """Job types of the job-control tests (none on a core without ``ctx.set_progress``)."""
+    if not hasattr(JobContext, "set_progress"):
+        return []
+    return [
+        JobType(
+            name="test_progress_loop",
+            handler=progress_loop,
+            retries=0,
+            description="set_progress in a tight loop for payload.seconds (async)",
+        ),
+        JobType(
+            name="test_poll_cancel",
+            handler=poll_cancel,
+            retries=0,
+            description="plain def polling ctx.cancelled, reporting progress",
+        ),
+    ]
+
+
 def _isolated_types() -> list[JobType]:
     """Job types run in a child process (none on a core without ``JobType.isolation``, so
     the regression tests of the other job types also run against an older core)."""
@@ -205,4 +262,5 @@ def workqueue_job_types() -> list[JobType]:
         ),
         JobType(name="test_hang", handler=hang, description="plain def ignoring its timeout"),
         *_isolated_types(),
+        *_control_types(),
     ]
