@@ -7,8 +7,8 @@ leases nothing from a paused queue. A queue split into partitions has one settin
 partition, each with its own copy of the flag (scripts read only their own slot):
 :func:`physical_queues` names them, and is the one place that learns about partitions.
 
-The overview of N queues costs one pipeline: one read-only script call per physical queue
-(``queue_info.lua``) and ``TIME``.
+The overview of N queues costs the registry read and one pipeline: one read-only script
+call per physical queue (``queue_info.lua``, which reads the clock too).
 """
 
 from __future__ import annotations
@@ -92,10 +92,11 @@ async def set_paused(broker: Broker, queue: str, paused: bool) -> bool:
     return was
 
 
-def _row(name: str, raw: Sequence[Any], now_ms: int) -> QueueOverview:
+def _row(name: str, raw: Sequence[Any]) -> QueueOverview:
     depth = dict(zip(STATUSES, (_int(v) for v in raw[:7]), strict=True))
     oldest_ms = _int(raw[7])
-    levels = raw[10:]
+    now_ms = _int(raw[10])
+    levels = raw[11:]
     return QueueOverview(
         name=name,
         paused=bool(_int(raw[8])),
@@ -136,22 +137,23 @@ async def overview(
     known = set() if only else set(await broker.known_queues())
     names = sorted(known | set(queues))
     plan = [(name, await physical_queues(broker, name)) for name in names]
+    physical = [p for _, parts in plan for p in parts]
+    if not physical:
+        return []
     script = broker.scripts.queue_info
-    async with broker.redis.pipeline(transaction=False) as pipe:
-        for _, physical in plan:
-            for name in physical:
-                k = broker.keys(name)
-                keys = [k.queued, k.scheduled, k.retry, k.active, k.completed, k.failed]
-                keys += [k.base + "cancelled", k.settings]
-                await script(keys=keys, args=[k.job_prefix], client=pipe)
-        pipe.time()
-        replies = await pipe.execute()
-    now_s, now_us = replies[-1]
-    now_ms = int(now_s) * 1000 + int(now_us) // 1000
+
+    async def call(name: str, pipe: Any) -> Any:
+        k = broker.keys(name)
+        keys = [k.queued, k.scheduled, k.retry, k.active, k.completed, k.failed]
+        keys += [k.cancelled, k.settings]
+        return await script(keys=keys, args=[k.job_prefix], client=pipe)
+
+    # one pipeline (one call per physical queue; on a cluster, each to its master at once)
+    replies = await broker._per_queue(physical, call)
     out: list[QueueOverview] = []
     at = 0
-    for name, physical in plan:
-        rows = [_row(p, replies[at + i], now_ms) for i, p in enumerate(physical)]
-        at += len(physical)
+    for name, parts in plan:
+        rows = [_row(p, replies[at + i]) for i, p in enumerate(parts)]
+        at += len(parts)
         out.append(_merge(name, rows))
     return out

@@ -5,8 +5,10 @@
 --       (a key of another type or absent counts 0), 8 settings
 -- ARGV: 1 job key prefix
 -- Returns: {queued, scheduled, retrying, active, completed, failed, cancelled,
---           oldest waiting enqueued_at ms (-1: none), paused (0|1), partitions,
+--           oldest waiting enqueued_at ms (-1: none), paused (0|1), partitions, now_ms,
 --           [level, depth]* (the levels with jobs)}
+-- (The clock is read here, so the caller needs no TIME: on a cluster the calls go to
+-- several masters at once.)
 local jobp = ARGV[1]
 local function zcard(key)
   local n = redis.pcall('ZCARD', key)
@@ -31,6 +33,6 @@ local s = fields(KEYS[8], 'paused', 'partitions') or {}
 local parts = int_field(s[2])
 if not parts or parts < 1 then parts = 1 end
 local out = {queued, zcard(KEYS[2]), zcard(KEYS[3]), zcard(KEYS[4]), zcard(KEYS[5]),
-             zcard(KEYS[6]), zcard(KEYS[7]), oldest, s[1] == '1' and 1 or 0, parts}
+             zcard(KEYS[6]), zcard(KEYS[7]), oldest, s[1] == '1' and 1 or 0, parts, now_ms()}
 for _, v in ipairs(levels) do out[#out + 1] = v end
 return out
