@@ -383,3 +383,35 @@ async def test_unique_and_idempotency_key_together(client: Client) -> None:
         "test_echo", {"a": 1}, queue="ui", unique=True, idempotency_key="k1"
     )
     assert third.duplicate and third.id == first.id
+
+
+async def test_a_released_job_goes_back_to_the_front_of_its_priority(
+    broker: Broker, client: Client
+) -> None:
+    from workqueue.broker.contract import FinishOp, OpKind
+
+    # Given a job of priority 6 handed back unfinished (graceful stop), and one of priority 0
+    high = await client.enqueue("test_echo", {"n": 6}, queue="rl", priority=6)
+    res = await broker.reserve("rl", 1, lease_ms=60_000, worker_id="w", request_id="r1")
+    low = await client.enqueue("test_echo", {"n": 0}, queue="rl")
+    await broker.finish({"rl": [FinishOp(OpKind.RELEASE, high.id, res.jobs[0].token)]})
+    # Then it waits in its own level and starts first
+    admin = _admin()
+    k = broker.keys("rl")
+    assert admin.lrange(k.queued + ":6", 0, -1) == [high.id.encode()]
+    res = await broker.reserve("rl", 2, lease_ms=60_000, worker_id="w", request_id="r2")
+    assert [j.id for j in res.jobs] == [high.id, low.id]
+
+
+async def test_cancelling_a_queued_job_of_a_priority_leaves_no_stray(
+    broker: Broker, client: Client
+) -> None:
+    # Given a waiting job of priority 4
+    job = await client.enqueue("test_echo", {}, queue="cx", priority=4)
+    # When it is cancelled
+    await client.cancel(job.id)
+    # Then its level's list no longer holds it: reserve finds nothing, drops nothing
+    admin = _admin()
+    assert admin.llen(broker.keys("cx").queued + ":4") == 0
+    res = await broker.reserve("cx", 5, lease_ms=60_000, worker_id="w", request_id="r")
+    assert res.jobs == [] and res.dropped == []
