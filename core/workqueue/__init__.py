@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     )
     from workqueue.hookspecs import JobEvent, WorkerInfo, hookimpl
     from workqueue.jobtypes import Backoff, JobContext, JobType
+    from workqueue.schedules.model import Schedule
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "PayloadValidationError",
     "PermanentError",
     "RetryLater",
+    "Schedule",
     "SyncClient",
     "TaskSpec",
     "TaskValidationError",
@@ -72,6 +74,7 @@ _WHERE = {
     "Backoff": "workqueue.jobtypes",
     "JobContext": "workqueue.jobtypes",
     "JobType": "workqueue.jobtypes",
+    "Schedule": "workqueue.schedules.model",
 }
 
 

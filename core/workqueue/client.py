@@ -36,6 +36,7 @@ from workqueue.errors import (
 from workqueue.flow import apply_flow
 from workqueue.job import EnqueuedJob, JobInfo, NewJob, ms_to_datetime
 from workqueue.jobtypes import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, NAME_PATTERN, JobType
+from workqueue.limits import check_limit_key
 from workqueue.log import EventBatch
 from workqueue.registry import Registry
 from workqueue.schema import PAYLOAD_ROOT, validate_payload
@@ -78,6 +79,8 @@ class TaskSpec:
     priority: int | None = 0
     #: at most one unfinished job per queue, type and canonical payload (SPEC 12)
     unique: bool | None = False
+    #: limits of the type apply per (type, limit_key) (SPEC 12; workqueue.limits)
+    limit_key: str | None = None
 
 
 def number_text(value: float) -> str:
@@ -114,6 +117,7 @@ def prepare_task(
         spec.run_at,
         spec.timeout,
         spec.idempotency_key,
+        spec.limit_key,
     )
     return apply_flow(job, spec.priority, spec.unique)
 
@@ -180,6 +184,7 @@ def _prepare(
     run_at: datetime | str | None,
     timeout: float | None,
     idempotency_key: str | None,
+    limit_key: str | None = None,
 ) -> NewJob:
     """:func:`prepare_task` on the fields themselves (the hot path builds no TaskSpec)."""
     _check_name("type", type)
@@ -204,9 +209,10 @@ def _prepare(
         key = idempotency_key
         if len(key) > limits.max_idempotency_key or any(c in key for c in "\r\n\0"):
             raise TaskValidationError("idempotency_key", "too long or contains control characters")
-        fingerprint = hashlib.sha256(
-            msgspec.json.encode([type, queue, retries, timeout, delay_ms, run_at_ms]) + encoded
-        ).hexdigest()[:32]
+        shape: list[Any] = [type, queue, retries, timeout, delay_ms, run_at_ms]
+        if limit_key:
+            shape.append(limit_key)
+        fingerprint = hashlib.sha256(msgspec.json.encode(shape) + encoded).hexdigest()[:32]
     return NewJob(
         id=_urandom(16).hex(),
         type=type,
@@ -218,7 +224,18 @@ def _prepare(
         run_at_ms=run_at_ms,
         idempotency_key=key,
         fingerprint=fingerprint,
+        limit_key=_limit_key(limit_key),
     )
+
+
+def _limit_key(value: Any) -> str:
+    """A task's limit_key checked (see workqueue.limits); '' when none."""
+    if value is None:
+        return ""
+    try:
+        return check_limit_key(value)
+    except ValueError as exc:
+        raise TaskValidationError("limit_key", str(exc)) from None
 
 
 _RFC3339 = re.compile(
@@ -438,6 +455,7 @@ class Client:
         idempotency_key: str | None = None,
         priority: int = 0,
         unique: bool = False,
+        limit_key: str | None = None,
     ) -> EnqueuedJob:
         """Validate and enqueue one job (one round trip, shared with concurrent calls).
 
@@ -458,6 +476,7 @@ class Client:
             run_at,
             timeout,
             idempotency_key,
+            limit_key,
         )
         job = apply_flow(job, priority, unique)
         answer = await self._answer(job, await self._write(job))

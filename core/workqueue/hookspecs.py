@@ -13,6 +13,7 @@ from typing import Literal
 import pluggy
 
 from workqueue.jobtypes import JobType
+from workqueue.schedules.model import Schedule
 
 __all__ = ["PROJECT_NAME", "JobEvent", "WorkerInfo", "hookimpl", "hookspec"]
 
@@ -59,6 +60,16 @@ def workqueue_job_types() -> list[JobType]:  # type: ignore[empty-body]
 
     Called once when plugins load, in the producer, the worker and the CLI. Two plugins that
     return the same name stop the process with an error naming both.
+    """
+
+
+@hookspec
+def workqueue_schedules() -> list[Schedule]:  # type: ignore[empty-body]
+    """Return the cron schedules this plugin declares (``workqueue.Schedule``).
+
+    Each worker writes them to Redis when it starts (creating or updating the plugin's
+    schedules; an operator's schedule of the same name is left alone) and every worker may fire
+    them: each tick becomes exactly one job. See docs/scheduling.md.
     """
 
 

@@ -70,6 +70,8 @@ class NewJob(msgspec.Struct, frozen=True):
     run_at_ms: int = -1
     idempotency_key: str = ""
     fingerprint: str = ""
+    #: limits of the type apply per (type, limit_key) ('' = the type's own bucket)
+    limit_key: str = ""
     #: 0-9, higher starts first (SPEC 12)
     priority: int = 0
     #: a unique job's fingerprint (type and canonical payload; ``""``: not unique)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from workqueue.errors import ConfigurationError
+from workqueue.limits import LimitSpec, parse_concurrency, parse_rate
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -111,6 +112,10 @@ class JobType:
     backoff: Backoff = field(default_factory=Backoff)
     description: str = ""
     isolation: Isolation = "none"
+    #: fleet-wide limits (SPEC 12; docs/scheduling.md "Limits"): starts per period ("100/s",
+    #: "10/m", "5/h") and attempts running at once, across all workers; None = no limit
+    rate_limit: str | None = None
+    concurrency_limit: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
@@ -129,6 +134,19 @@ class JobType:
             raise ConfigurationError(
                 f"job type {self.name!r}: isolation must be 'none' or 'process'"
             )
+        self.limits()  # a bad rate_limit or concurrency_limit fails here, naming the type
+
+    def limits(self) -> LimitSpec:
+        """The limits declared on this type (validated; see ``workqueue.limits``)."""
+        what = f"job type {self.name!r}:"
+        return LimitSpec(
+            parse_rate(self.rate_limit, what=f"{what} rate_limit")
+            if self.rate_limit is not None
+            else None,
+            parse_concurrency(self.concurrency_limit, what=f"{what} concurrency_limit")
+            if self.concurrency_limit is not None
+            else None,
+        )
 
 
 class CancelFlag:

@@ -361,10 +361,10 @@ def test_stats_totals(key_prefix: str, workers: WorkerProcs) -> None:
 
 def test_plugins_lists_the_test_plugin(key_prefix: str) -> None:
     table = ok(key_prefix, "plugins")
-    assert "wq-testplugin-good" in table and "0.1.0" in table and "test_echo" in table
+    assert "wq-testplugin-good" in table and "0.2.0" in table and "test_echo" in table
     data = json.loads(ok(key_prefix, "plugins", "--json"))
     (plugin,) = data
-    assert plugin["distribution"] == "wq-testplugin-good" and plugin["version"] == "0.1.0"
+    assert plugin["distribution"] == "wq-testplugin-good" and plugin["version"] == "0.2.0"
     assert {"test_echo", "test_permanent", "test_sync_add"} <= set(plugin["job_types"])
 
 

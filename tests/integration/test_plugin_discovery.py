@@ -40,6 +40,9 @@ GOOD_TYPES = [
     "test_isolated_add",
     "test_isolated_fail",
     "test_kill_self",
+    "test_limited_conc",
+    "test_limited_open",
+    "test_limited_rate",
     "test_permanent",
     "test_poll_cancel",
     "test_progress_loop",
@@ -128,7 +131,7 @@ def test_an_installed_plugin_is_discovered_with_its_version(
         {
             "name": "wq_testplugin_good",
             "distribution": "wq-testplugin-good",
-            "version": "0.1.0",
+            "version": "0.2.0",
             "job_types": GOOD_TYPES,
             "hooks": ["workqueue_job_types"],
         }

@@ -337,7 +337,8 @@ class Broker(ReadModel):
                 job.run_at_ms,
                 job.idempotency_key,
                 job.fingerprint,
-                job.priority,  # H4: priority and unique key (enqueue.lua's shape fields 8, 9)
+                job.limit_key,
+                job.priority,  # H4: priority and unique key (enqueue.lua's shape fields 9, 10)
                 k.base + "uniq:" + job.unique_key if job.unique_key else "",
             )
             number = shapes.get(shape)
@@ -351,9 +352,9 @@ class Broker(ReadModel):
             NOTIFY_CAP,
             len(shapes),
         ]
-        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint, prio, uniq in shapes:
+        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint, lkey, p, u in shapes:
             args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
-            args += (prio, uniq)
+            args += (lkey, p, u)  # limit_key (SPEC 12), priority and unique key (H4)
         args += tail
         mark = self._mark(queue, jobs)
         return [k.queued, k.scheduled, k.notify, k.stats, k.ledger, mark, k.settings], args

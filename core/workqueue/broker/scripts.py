@@ -29,6 +29,18 @@ SCRIPT_NAMES = (
     "progress",
     "queue_pause",  # H4
     "queue_info",  # H4
+    "limit_keys",
+    "limit_acquire",
+    "limit_release",
+    "limit_renew",
+    "limit_flush",
+    "defer",
+    "limit_wake",
+    "schedule_put",
+    "schedule_pause",
+    "schedule_claim",
+    "schedule_done",
+    "schedule_delete",
 )
 
 #: the shared helpers every script starts with, in order

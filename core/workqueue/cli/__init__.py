@@ -25,6 +25,8 @@ COMMANDS = {
     "plugins": "workqueue.cli.admin:plugins_command",
     "producer": "workqueue.cli.producer:producer_command",
     "up": "workqueue.cli.up:up_command",
+    "limits": "workqueue.cli.limits:limits_group",
+    "schedules": "workqueue.cli.schedules:schedules_group",
 }
 
 

@@ -464,6 +464,11 @@ def _progress(description: str) -> Iterator[Callable[[int], None]]:
     envvar="WORKQUEUE_IDEMPOTENCY_KEY",
     help="Enqueueing again with this key returns the first job.",
 )
+@click.option(
+    "--limit-key",
+    default=None,
+    help="The type's rate and concurrency limits apply per (type, limit key).",
+)
 @redis_url_option
 @broker_options
 @json_option
@@ -476,6 +481,7 @@ def enqueue_command(
     delay: float | None,
     timeout: float | None,
     idempotency_key: str | None,
+    limit_key: str | None,
     redis_url: str,
     broker_config: BrokerConfig,
     as_json: bool,
@@ -510,6 +516,7 @@ def enqueue_command(
         delay=delay,
         timeout=timeout,
         idempotency_key=idempotency_key,
+        limit_key=limit_key,
     )
 
     async def action(broker: Broker) -> EnqueuedJob:

@@ -42,6 +42,7 @@ from workqueue.producer.job_routes import build_job_routes
 from workqueue.producer.openapi_page import SchemaPage
 from workqueue.producer.parsing import MalformedBody
 from workqueue.producer.routes import build_routes
+from workqueue.producer.schedule_routes import schedule_routes  # H7 cron
 from workqueue.producer.schemas import (
     JSON_VALUE,
     JSON_VALUE_SCHEMA,
@@ -272,7 +273,11 @@ def create_app(settings: ProducerSettings, registry: Registry | None = None) -> 
             await client.aclose()
 
     return Litestar(
-        route_handlers=[*build_routes(settings, job_types), *build_job_routes(settings)],
+        route_handlers=[
+            *build_routes(settings, job_types),
+            *build_job_routes(settings),
+            *schedule_routes(settings, job_types),  # H7 cron
+        ],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         dependencies={"client": Provide(_client, sync_to_thread=False)},

@@ -24,15 +24,9 @@ __all__ = [
 ]
 
 ALLOWED_FIELDS = (
-    "type",
-    "payload",
-    "retries",
-    "Retries",
-    "queue",
-    "delay",
-    "run_at",
-    "timeout",
-    "priority",
+    *("type", "payload", "retries", "Retries", "queue", "delay", "run_at", "timeout"),
+    "limit_key",  # SPEC 12 limits (H6)
+    "priority",  # SPEC 12 priorities and unique jobs (H4)
     "unique",
 )
 _INT_MIN = -(2**63)
@@ -152,4 +146,5 @@ def spec_from_object(
         idempotency_key=idempotency_key,
         priority=_integral(obj.get("priority")),
         unique=obj.get("unique"),
+        limit_key=obj.get("limit_key"),
     )

@@ -287,6 +287,13 @@ def task_schema(registry: Registry, limits: Limits) -> dict[str, Any]:
                     "(200) instead of creating another"
                 ),
             ),
+            "limit_key": _nullable(
+                "string",
+                pattern=r"^[A-Za-z0-9_.:@+=/\-]{1,128}$",  # workqueue.limits.LIMIT_KEY_PATTERN
+                minLength=1,
+                maxLength=128,
+                description="the type's rate and concurrency limits apply per (type, limit_key)",
+            ),
         },
         "additionalProperties": False,
         "not": {

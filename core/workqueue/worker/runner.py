@@ -37,9 +37,11 @@ from workqueue.worker.executing import Executor
 from workqueue.worker.fetching import Fetcher
 from workqueue.worker.housekeeping import Housekeeper
 from workqueue.worker.leases import LeaseKeeper
+from workqueue.worker.limiting import Limiter
 from workqueue.worker.metrics import RunTimeHistogram, collect, render_prometheus, wants_prometheus
 from workqueue.worker.progress import ProgressSender
 from workqueue.worker.runs import Run
+from workqueue.worker.scheduler import start_scheduler
 from workqueue.worker.settling import Settler
 from workqueue.worker.stats import WorkerStats
 
@@ -70,6 +72,7 @@ class Worker:
         #: True when the worker stopped to be recycled (hung handler threads)
         self.recycle = False
         self.executor: Executor | None = None
+        self.limiter: Limiter | None = None
         self._stop = asyncio.Event()
         self._metrics_server: asyncio.Server | None = None
 
@@ -125,10 +128,14 @@ class Worker:
             lease_seconds=settings.lease_seconds,
             progress=progress,
         )
+        # limits (worker/limiting.py): jobs of limited types take a limit step before they start
+        limiter = Limiter(self.broker, self.registry, lease_seconds=settings.lease_seconds)
         executor = self.executor = Executor(
-            settings, self.registry, log, observers, settler.add, self._on_hung
+            settings, self.registry, log, observers, limiter.settle(settler.add), self._on_hung
         )
-        fetcher = Fetcher(broker, settings, log, self.stats, executor.start)
+        limiter.bind(executor.start, executor.slot_free)
+        self.limiter = limiter
+        fetcher = Fetcher(broker, settings, log, self.stats, limiter.start)
 
         def held() -> list[Run]:
             return [*executor.running(), *settler.held()]
@@ -149,6 +156,7 @@ class Worker:
             asyncio.create_task(keeper.loop(), name="wq-leases"),
             asyncio.create_task(progress.loop(), name="wq-progress"),
             asyncio.create_task(heartbeat.loop(), name="wq-heartbeat"),
+            asyncio.create_task(limiter.loop(held), name="wq-limiter"),
         ]
         if settings.housekeep_seconds > 0:
             housekeeper = Housekeeper(
@@ -160,13 +168,20 @@ class Worker:
                 stats=self.stats,
             )
             helpers.append(asyncio.create_task(housekeeper.loop(), name="wq-housekeeper"))
+        # H7 cron: every worker may run the schedules (WORKQUEUE_SCHEDULER=0 opts out)
+        helpers += start_scheduler(self.broker, self.registry, self.pm, settings.worker_id)
         # Everything built so far (modules, plugins, clients) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise walk it again and
         # again under load (a measurable cost per job on a drain).
         gc.freeze()
         try:
-            await fetcher.loop(self._stop, lambda: executor.free, executor.slot_free)
+            await limiter.prepare()
+            await fetcher.loop(
+                self._stop, lambda: executor.free - limiter.pending, executor.slot_free
+            )
+            await limiter.close(settings.lease_seconds / 3)
             await self._drain(executor)
+            await limiter.close(settings.lease_seconds / 3)  # slots of the drained runs
         finally:
             # Outcomes first: the settler applies what is waiting, then returns by itself.
             settler.close()

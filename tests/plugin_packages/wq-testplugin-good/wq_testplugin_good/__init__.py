@@ -225,6 +225,56 @@ def _isolated_types() -> list[JobType]:
     ]
 
 
+async def limited(payload: dict[str, Any], ctx: JobContext) -> str:
+    """Ledger lines ``start`` and ``end`` with wall-clock times (``t``) and ``payload.tag``
+    around a sleep of ``payload.get("sleep", 0)`` seconds: the handler's own record of when
+    it ran, for the limit tests."""
+    for event in ("start", "end"):
+        if event == "end":
+            await asyncio.sleep(float(payload.get("sleep", 0)))
+        line = json.dumps(
+            {
+                "job_id": ctx.job_id,
+                "attempt": ctx.attempt,
+                "pid": os.getpid(),
+                "event": event,
+                "t": time.time(),
+                "tag": payload.get("tag"),
+            }
+        )
+        fd = os.open(payload["ledger"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+    return "ok"
+
+
+def _limited_types() -> list[JobType]:
+    """Job types with fleet-wide limits (none on a core without them)."""
+    if "rate_limit" not in JobType.__dataclass_fields__:
+        return []
+    return [
+        JobType(
+            name="test_limited_conc",
+            handler=limited,
+            concurrency_limit=2,
+            description="ledger start/end lines around payload.sleep; at most 2 at once",
+        ),
+        JobType(
+            name="test_limited_rate",
+            handler=limited,
+            rate_limit="10/s",
+            description="ledger start/end lines around payload.sleep; at most 10 starts/s",
+        ),
+        JobType(
+            name="test_limited_open",
+            handler=limited,
+            description="ledger start/end lines; no declared limit (tests set one at run time)",
+        ),
+    ]
+
+
 @hookimpl
 def workqueue_job_types() -> list[JobType]:
     return [
@@ -263,4 +313,5 @@ def workqueue_job_types() -> list[JobType]:
         JobType(name="test_hang", handler=hang, description="plain def ignoring its timeout"),
         *_isolated_types(),
         *_control_types(),
+        *_limited_types(),
     ]
