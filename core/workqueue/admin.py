@@ -6,6 +6,10 @@ the atomic scripts ``requeue_failed.lua`` and ``purge.lua``), in batches.
 
 Every job sent back to its queue gets a ``requeued`` event line in the log (job id, type and
 queue; never a payload value), whoever asked for it.
+
+Partitioned queues: retry and purge work partition by partition (each script call works on
+one physical queue); ``locate_jobs`` answers a job's partition, and the log names the logical
+queue.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from workqueue.broker.contract import BrokerAPI
+from workqueue.broker.partition_map import partitions_of
+from workqueue.broker.partitions import logical_name
 from workqueue.broker.reads import FINISHED, LISTABLE
 from workqueue.job import JobInfo
 from workqueue.log import EventBatch
@@ -40,7 +46,13 @@ PurgeStatus = Literal["completed", "failed"]
 
 
 async def _queues(broker: BrokerAPI, queue: str | None) -> list[str]:
-    return [queue] if queue else await broker.known_queues()
+    """The physical queues of ``queue`` (or of every known queue): their live partitions."""
+    names = [queue] if queue else await broker.known_queues()
+    partitions = partitions_of(broker)
+    if partitions is None:
+        return names
+    layouts = await partitions.layouts(names, max_age=0.0)
+    return [p for name in names for p in layouts[name].live_queues()]
 
 
 async def list_jobs(
@@ -57,7 +69,8 @@ def _log_requeued(queue: str, ids: Sequence[str], types: dict[str, str]) -> None
     """One ``requeued`` event line per job (written in one batch)."""
     events = EventBatch()
     for job_id in ids:
-        events.add("INFO", job_id, types.get(job_id, ""), None, "requeued", (("queue", queue),))
+        pairs = (("queue", logical_name(queue)),)
+        events.add("INFO", job_id, types.get(job_id, ""), None, "requeued", pairs)
     events.write()
 
 

@@ -26,6 +26,7 @@ from workqueue.broker import queue_control
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
 from workqueue.broker.contract import CancelResult, EnqueueResult
+from workqueue.broker.placement import Placer
 from workqueue.broker.queue_control import QueueOverview
 from workqueue.errors import (
     IdempotencyConflict,
@@ -387,6 +388,8 @@ class Client:
         self._pending: list[tuple[NewJob, asyncio.Future[EnqueueResult]]] = []
         self._busy = False
         self._flusher: asyncio.Task[None] | None = None
+        #: the partition of each new job (partitioned queues: see broker/placement.py)
+        self._placer = Placer(broker.partitions, broker.config.idempotency_ttl_s)
 
     @classmethod
     def from_url(
@@ -408,6 +411,7 @@ class Client:
     async def aclose(self) -> None:
         """Write the waiting event lines and close the Redis connections."""
         _events.flush()
+        await self.broker.partitions.close()
         await self.broker.aclose()
 
     async def __aenter__(self) -> Client:
@@ -514,7 +518,7 @@ class Client:
     async def _write_all(self, jobs: list[NewJob]) -> list[EnqueuedJob]:
         if len(jobs) == 1:
             return [await self._answer(jobs[0], await self._write(jobs[0]))]
-        results = await self.broker.enqueue(jobs)
+        results = await self._enqueue_placed(jobs)
         answers = []
         moment_ms = -1
         moment = clock.now_datetime()
@@ -546,6 +550,21 @@ class Client:
 
     # -- the auto-batcher ----------------------------------------------------------------------
 
+    async def _enqueue_placed(self, jobs: list[NewJob]) -> list[EnqueueResult]:
+        """Write jobs of logical queues, each into its partition (no Redis call to choose it
+        while the queue's layout is cached: see broker/placement.py); a duplicate found in a
+        partition of an earlier layout is that job's answer instead."""
+        placer = self._placer
+        placed: list[NewJob | EnqueueResult | None] = [placer.place_cached(j) for j in jobs]
+        later = [i for i, job in enumerate(placed) if job is None]
+        if later:
+            found = await placer.place([jobs[i] for i in later])
+            for i, job in zip(later, found, strict=True):
+                placed[i] = job
+        to_write = [job for job in placed if isinstance(job, NewJob)]
+        written = iter(await self.broker.enqueue(to_write) if to_write else ())
+        return [job if isinstance(job, EnqueueResult) else next(written) for job in placed]
+
     async def _write(self, job: NewJob) -> EnqueueResult:
         """Write one job: at once when nothing is in flight, else with the next batch."""
         if self._busy:
@@ -554,7 +573,7 @@ class Client:
             return await future
         self._busy = True
         try:
-            (raw,) = await self.broker.enqueue([job])
+            (raw,) = await self._enqueue_placed([job])
         finally:
             self._next_batch()
         return raw
@@ -574,7 +593,7 @@ class Client:
                 if not batch:
                     continue
                 try:
-                    results = await self.broker.enqueue([job for job, _ in batch])
+                    results = await self._enqueue_placed([job for job, _ in batch])
                 except asyncio.CancelledError:
                     for _, future in batch:
                         future.cancel()

@@ -39,13 +39,15 @@ def test_list_shows_depths_age_and_settings(key_prefix: str) -> None:
         "completed_kept",
         "failed_kept",
         "oldest_waiting_seconds",
+        "partitions",
+        "draining",
         "settings",
         "paused",  # H4: queue control
-        "partitions",
         "cancelled",
         "queued_by_priority",
     }
-    assert default["paused"] is False and default["partitions"] == 1
+    assert default["partitions"] == 1 and default["draining"] == []
+    assert default["paused"] is False
     table = ok(key_prefix, "queues", "list")
     assert "default" in table and "later" in table and "(defaults)" in table
 
@@ -58,6 +60,8 @@ def test_set_then_show(key_prefix: str) -> None:
         "queue": "mail",
         "completed_ttl_s": 60.0,
         "configured": True,
+        "partitions": 1,
+        "draining": [],
     }
     out = ok(key_prefix, "queues", "set", "mail", "--failed-ttl", "0", "--max-lost-leases", "5")
     assert out.strip() == "queue mail: completed 60s, failed 0s, max lost leases 5"

@@ -415,3 +415,33 @@ async def test_cancelling_a_queued_job_of_a_priority_leaves_no_stray(
     assert admin.llen(broker.keys("cx").queued + ":4") == 0
     res = await broker.reserve("cx", 5, lease_ms=60_000, worker_id="w", request_id="r")
     assert res.jobs == [] and res.dropped == []
+
+
+async def test_partitioned_queue_pause_unique_and_overview(
+    broker: Broker, client: Client, workers: WorkerProcs, tmp_path: Path
+) -> None:
+    # Given a queue of 4 partitions, paused (every partition's settings say so)
+    await broker.partitions.set_partitions("pp", 4)
+    row = await client.pause_queue("pp")
+    assert row.paused and row.partitions == 4
+    physical = await queue_control.physical_queues(broker, "pp")
+    assert len(physical) == 4
+    admin = _admin()
+    assert all(admin.hget(broker.keys(p).settings, "paused") == b"1" for p in physical)
+    # When 20 jobs are enqueued (spread over the partitions) and 20 unique twins concurrently
+    ledger = tmp_path / "ledger.jsonl"
+    for i in range(20):
+        await client.enqueue("test_record", {"ledger": str(ledger), "i": i}, queue="pp")
+    twins = await asyncio.gather(
+        *(client.enqueue("test_echo", {"same": 1}, queue="pp", unique=True) for _ in range(20))
+    )
+    # Then one unique job exists, and nothing starts while paused
+    assert len({t.id for t in twins}) == 1
+    workers.start("-q", "pp", "--idle-wait-seconds", "0.5")
+    await _settle(1.5)
+    assert ledger_lines(ledger) == []
+    row = (await client.queues())[0]
+    assert row.depth["queued"] == 21 and row.partitions == 4
+    # When resumed, every job runs
+    await client.resume_queue("pp")
+    await wait_ledger(ledger, 20, timeout=30)

@@ -44,7 +44,9 @@ from workqueue.broker.contract import (
     WorkerAdvert,
 )
 from workqueue.broker.keys import GlobalKeys, QueueKeys
-from workqueue.broker.reads import ReadModel, _int, _s, job_info
+from workqueue.broker.partitioned_reads import LogicalReads  # partitions (H3)
+from workqueue.broker.partitions import logical_name  # partitions (H3)
+from workqueue.broker.reads import _int, _s, job_info
 from workqueue.broker.scripts import Scripts
 from workqueue.errors import ConfigurationError, DurabilityError, JobNotFound, QueueLimitError
 from workqueue.job import NewJob, ReservedJob
@@ -89,7 +91,7 @@ def _dropped(queue: str, raw: list[Any], pos: int, n: int) -> list[Dropped]:
     ]
 
 
-class Broker(ReadModel):
+class Broker(LogicalReads):
     """Job operations against one Redis for any number of queues (the ``BrokerAPI``)."""
 
     def __init__(
@@ -316,8 +318,9 @@ class Broker(ReadModel):
         return replies, min(acks)
 
     async def _register_queues(self, queues: Sequence[str]) -> None:
+        names = list(dict.fromkeys(map(logical_name, queues)))  # partitions: logical names
         raw = await self.scripts.register_queues(
-            keys=[self.globals.queues], args=[self.config.max_queues, *queues]
+            keys=[self.globals.queues], args=[self.config.max_queues, *names]
         )
         if int(raw[0]):
             raise QueueLimitError(queues[0], self.config.max_queues)
@@ -510,8 +513,8 @@ class Broker(ReadModel):
         renewal and stops the run); a finished one is left alone (outcome ``finished``).
         The job is found first (one pipeline over the known queues unless ``queue`` is
         given); :class:`JobNotFound` when there is none."""
-        if queue is None:
-            found = await self.locate_jobs([job_id])
+        if queue is None or (await self.partitions.layout(queue)).partitioned:
+            found = await self.locate_jobs([job_id], queue)  # partitions: its partition
             if not found:
                 raise JobNotFound(job_id)
             queue = found[0].queue
@@ -534,7 +537,7 @@ class Broker(ReadModel):
             raise JobNotFound(job_id)
         flat = raw[2]
         record = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
-        return CancelResult(CancelOutcome(outcome), job_info(job_id, queue, record))
+        return CancelResult(CancelOutcome(outcome), job_info(job_id, logical_name(queue), record))
 
     async def _per_queue(
         self, queues: Sequence[str], call: Callable[[str, Any], Awaitable[Any]]
@@ -766,9 +769,8 @@ class Broker(ReadModel):
             mapping["max_lost_leases"] = int(max_lost_leases)
         if queue not in self._known_queues:
             await self._register_queues([queue])
-        k = self.keys(queue)
-        if mapping:
-            await self.redis.hset(k.settings, mapping=mapping)  # type: ignore[arg-type]
+        # partitions (H3): partition 0 and a copy in every partition (scripts read their own)
+        await self.partitions.write_settings(queue, mapping)
         return (await self.queue_settings([queue]))[queue]
 
     async def heartbeat(self, advert: WorkerAdvert, ttl_s: int) -> None:

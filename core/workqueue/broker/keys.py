@@ -20,7 +20,10 @@ one-key ``heartbeat`` script, which stamps it with Redis ``TIME``).
                                  the failed retention)
     <p>:{<q>}:ledger      ZSET   id -> enqueued_at (ms) of every job record of the queue
     <p>:{<q>}:settings    HASH   fleet-wide settings: completed_ttl_ms, failed_ttl_ms,
-                                 max_lost_leases (unset fields: the process's defaults)
+                                 max_lost_leases (unset fields: the process's defaults);
+                                 partition 0's also holds the partition layout: partitions,
+                                 partitions_draining, partitions_retired,
+                                 partitions_changed_ms (written by partitions.lua only)
     <p>:{<q>}:housekeeper STRING id of the process holding the housekeeping duty (PX duty)
     <p>:{<q>}:hk-cursor   HASH   id, score: where the consistency check's ledger walk resumes
     <p>:{<q>}:enq:<call>  STRING mark of one enqueue call (PX 60 s): a repeat only answers
@@ -33,6 +36,12 @@ one-key ``heartbeat`` script, which stamps it with Redis ``TIME``).
     <p>:queues            SET    names of the queues ever used (capped: max_queues)
     <p>:workers           ZSET   worker id -> last heartbeat (ms, Redis clock)
     <p>:worker:<id>       STRING JSON description of a live worker (expires)
+
+Partitioned queues (see ``partitions.py``): ``<q>`` above is a *physical* queue. Partition 0
+of a logical queue ``q`` is ``q`` itself; partition i of a layout of N partitions is
+``q#<i>of<N>.<s>`` (``#`` is never in a queue name; ``<s>`` puts its slot at ``i/N`` of the
+ring after ``q``'s). Each partition has every key above; the registry ``<p>:queues`` holds
+logical names only.
 """
 
 from __future__ import annotations

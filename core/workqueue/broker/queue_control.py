@@ -5,10 +5,11 @@ The pause state is the settings field ``paused`` = ``"1"`` in the queue's settin
 (``<p>:{q}:settings``), so it lives in Redis and survives restarts of any process; reserve
 leases nothing from a paused queue. A queue split into partitions has one settings hash per
 partition, each with its own copy of the flag (scripts read only their own slot):
-:func:`physical_queues` names them, and is the one place that learns about partitions.
+:func:`physical_queues` names them (the partition map's live layouts).
 
-The overview of N queues costs the registry read and one pipeline: one read-only script
-call per physical queue (``queue_info.lua``, which reads the clock too).
+The overview of N queues costs the registry read, the layouts' read (one pipeline; cached
+layouts are not used: a pause must reach every partition) and one pipeline of one read-only
+script call per physical queue (``queue_info.lua``, which reads the clock too).
 """
 
 from __future__ import annotations
@@ -67,11 +68,12 @@ def check_queue_name(name: Any) -> str:
 
 
 async def physical_queues(broker: Broker, queue: str) -> list[str]:
-    """The physical queues of a logical one: itself (partition 0), for now.
-
-    H3's partitions extend this: partition i > 0 has its own settings hash, which gets the
-    same ``paused`` field."""
-    return [queue]
+    """The physical queues of a logical one: partition 0 (``queue`` itself) and every other
+    partition workers fetch from (the current layout's and the draining ones), read fresh.
+    Each has its own settings hash and gets its own copy of ``paused``; a partition added
+    later copies partition 0's settings (``PartitionMap.set_partitions``)."""
+    layout = await broker.partitions.layout(queue, max_age=0.0)
+    return layout.live_queues()
 
 
 async def set_paused(broker: Broker, queue: str, paused: bool) -> bool:
@@ -109,10 +111,13 @@ def _row(name: str, raw: Sequence[Any]) -> QueueOverview:
     )
 
 
-def _merge(name: str, parts: list[QueueOverview]) -> QueueOverview:
-    """A logical queue's overview from its partitions' (depths summed, the oldest wait)."""
+def _merge(name: str, parts: list[QueueOverview], partitions: int) -> QueueOverview:
+    """A logical queue's overview from its partitions' (depths summed, the oldest wait;
+    paused when any partition is)."""
     if len(parts) == 1:
-        return parts[0]
+        row = parts[0]
+        row.partitions = partitions
+        return row
     depth = {s: sum(p.depth[s] for p in parts) for s in STATUSES}
     waits = [p.oldest_waiting_seconds for p in parts if p.oldest_waiting_seconds is not None]
     levels: dict[str, int] = {}
@@ -122,7 +127,7 @@ def _merge(name: str, parts: list[QueueOverview]) -> QueueOverview:
     return QueueOverview(
         name=name,
         paused=any(p.paused for p in parts),
-        partitions=len(parts),
+        partitions=partitions,
         depth=depth,
         oldest_waiting_seconds=max(waits) if waits else None,
         queued_by_priority=dict(sorted(levels.items(), reverse=True)),
@@ -136,7 +141,10 @@ async def overview(
     pipeline for all of them (after the read of the registry)."""
     known = set() if only else set(await broker.known_queues())
     names = sorted(known | set(queues))
-    plan = [(name, await physical_queues(broker, name)) for name in names]
+    if not names:
+        return []
+    layouts = await broker.partitions.layouts(names, max_age=0.0)
+    plan = [(name, layouts[name].live_queues()) for name in names]
     physical = [p for _, parts in plan for p in parts]
     if not physical:
         return []
@@ -155,5 +163,5 @@ async def overview(
     for name, parts in plan:
         rows = [_row(p, replies[at + i]) for i, p in enumerate(parts)]
         at += len(parts)
-        out.append(_merge(name, rows))
+        out.append(_merge(name, rows, layouts[name].partitions))
     return out

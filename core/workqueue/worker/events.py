@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from workqueue.broker.partitions import logical_name
 from workqueue.hookspecs import EventKind, JobEvent
 from workqueue.job import ReservedJob
 from workqueue.log import EventBatch, sanitize
@@ -55,7 +56,7 @@ class JobLog:
         """The ``queue=`` pair of a job's lines (one tuple per queue, reused)."""
         extra = self._extras.get(queue)
         if extra is None:
-            extra = self._extras[queue] = (("queue", queue),)
+            extra = self._extras[queue] = (("queue", logical_name(queue)),)  # partitions
         return extra
 
     def added(self) -> None:
@@ -99,7 +100,14 @@ class Observers:
             return
         self._log.write()  # an observer's own log lines come after this event's line
         event = JobEvent(
-            kind, job.id, job.type, job.queue, job.attempt, self._worker_id, duration, error
+            kind,
+            job.id,
+            job.type,
+            logical_name(job.queue),  # partitions: the logical queue
+            job.attempt,
+            self._worker_id,
+            duration,
+            error,
         )
         for impl in self._impls:
             try:
@@ -128,6 +136,6 @@ class JobLogger:
             self._before_first_use()  # the job's "started" line comes before its own lines
             job = self._job
             bound = self._bound = logger.bind(
-                job_id=job.id, type=job.type, attempt=job.attempt, queue=job.queue
+                job_id=job.id, type=job.type, attempt=job.attempt, queue=logical_name(job.queue)
             )
         return getattr(bound, name)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from loguru import logger
 
+from workqueue.broker.partitions import logical_name
 from workqueue.errors import InvalidJobError
 from workqueue.job import ReservedJob, ms_to_datetime
 from workqueue.jobtypes import NAME_PATTERN, JobContext, JobType
@@ -130,7 +131,7 @@ class Executor:
             ctx = JobContext(
                 job.id,
                 job.type,
-                job.queue,
+                logical_name(job.queue),  # partitions (H3): handlers see the logical queue
                 job.attempt,
                 job.retries,
                 ms_to_datetime(job.enqueued_at_ms),  # type: ignore[arg-type]
@@ -210,7 +211,7 @@ class Executor:
         self.hung -= 1
         del self.runs[run.key]
         self.slot_free.set()
-        logger.bind(job_id=run.job.id, type=run.job.type, queue=run.job.queue).info(
+        logger.bind(job_id=run.job.id, type=run.job.type, queue=logical_name(run.job.queue)).info(
             "handler thread returned after its attempt ended ({}); slot freed", run.stopped
         )
 

@@ -20,11 +20,20 @@ dropped and repaired nothing) is followed by a longer pause, ``min(next_ms - now
 expires a whole lease later, after the next step, and the earliest deadline the step saw
 still wakes it, so an idle queue (with or without kept finished records) costs fewer steps
 without delaying any recovery. The consistency check then moves on one step per pause.
+
+Partitioned queues: every live partition of a consumed queue (the current layout's and
+those of layouts still draining) is a queue of its own here, with its own loop and its own
+duty. Every :data:`LAYOUT_SECONDS` the housekeeper reads the layouts again (from the
+broker's cache): a new partition gets a loop, a partition of a retired layout loses its
+loop, and a draining layout whose partitions hold no record any more is retired (see
+``PartitionMap.retire_drained``; any process may do it, the script keeps it consistent).
+Log lines name the logical queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from loguru import logger
 from redis.exceptions import RedisError
@@ -37,6 +46,8 @@ from workqueue.broker.contract import (
     Recovered,
     RecoveredOutcome,
 )
+from workqueue.broker.partition_map import PartitionMap, partitions_of
+from workqueue.broker.partitions import logical_name
 from workqueue.log import sanitize
 from workqueue.worker.stats import WorkerStats
 
@@ -46,6 +57,8 @@ __all__ = ["Housekeeper", "log_dropped", "log_recovered", "next_step_in"]
 MORE_SECONDS = 0.05
 #: the duty is held this many intervals (at most one lease): the holder renews it every step
 DUTY_INTERVALS = 3
+#: how often the partition layouts of the consumed queues are looked at again
+LAYOUT_SECONDS = 10.0
 
 
 def next_step_in(
@@ -73,7 +86,7 @@ def next_step_in(
 def log_recovered(rec: Recovered, stats: WorkerStats) -> None:
     """One line per expired lease recovered (same words as the reserve-time recovery had)."""
     stats.recovered += 1
-    log = logger.bind(job_id=rec.job_id, type=rec.type, queue=rec.queue)
+    log = logger.bind(job_id=rec.job_id, type=rec.type, queue=logical_name(rec.queue))
     if rec.outcome == RecoveredOutcome.FAILED:
         stats.failed += 1
         log.error("failed for good: lease lost too many times (worker died each time)")
@@ -85,7 +98,7 @@ def log_recovered(rec: Recovered, stats: WorkerStats) -> None:
 
 def log_dropped(drop: Dropped, stats: WorkerStats) -> None:
     """One line per entry not run as it is."""
-    log = logger.bind(job_id=drop.job_id, type=drop.type or "-", queue=drop.queue)
+    log = logger.bind(job_id=drop.job_id, type=drop.type or "-", queue=logical_name(drop.queue))
     if drop.reason == DroppedReason.INVALID:
         stats.failed += 1
         log.error("failed for good: invalid job: malformed record (not run)")
@@ -119,8 +132,42 @@ class Housekeeper:
         self.stats = stats
 
     async def loop(self) -> None:
-        """Run every queue's loop until cancelled."""
-        await asyncio.gather(*(self.queue_loop(queue) for queue in self.queues))
+        """Run every (physical) queue's loop until cancelled."""
+        partitions = partitions_of(self.broker)
+        if partitions is None:
+            await asyncio.gather(*(self.queue_loop(queue) for queue in self.queues))
+            return
+        loops: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                wanted = await self._partitions(partitions, loops)
+                for queue in wanted:
+                    if queue not in loops:
+                        loops[queue] = asyncio.create_task(self.queue_loop(queue))
+                for queue in [q for q in loops if q not in wanted]:
+                    loops.pop(queue).cancel()
+                await asyncio.sleep(LAYOUT_SECONDS)
+        finally:
+            for task in loops.values():
+                task.cancel()
+            if loops:  # redis-py may swallow a cancellation mid-command: never wait forever
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait(loops.values(), timeout=2)
+
+    async def _partitions(
+        self, partitions: PartitionMap, loops: dict[str, asyncio.Task[None]]
+    ) -> list[str]:
+        """The live partitions of the consumed queues, after retiring drained layouts (on a
+        Redis error: the partitions already looked after, or the queues themselves)."""
+        try:
+            layouts = await partitions.layouts(self.queues)
+            for queue, layout in list(layouts.items()):
+                if layout.draining and await partitions.retire_drained(queue):
+                    layouts[queue] = await partitions.layout(queue)
+            return [p for queue in self.queues for p in layouts[queue].live_queues()]
+        except (RedisError, OSError) as exc:
+            logger.debug("reading the partition layouts failed ({})", sanitize(exc, 200))
+            return list(loops) or list(self.queues)
 
     async def queue_loop(self, queue: str) -> None:
         """Housekeep one queue until cancelled."""
@@ -144,7 +191,7 @@ class Housekeeper:
         for drop in result.dropped:
             log_dropped(drop, self.stats)
         for job_id, status in result.repaired:
-            logger.bind(job_id=job_id, queue=queue).warning(
+            logger.bind(job_id=job_id, queue=logical_name(queue)).warning(
                 "repaired: a {} job was in no index; put back (consistency sweep)", status
             )
         return result
