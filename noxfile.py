@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "schemathesis", "faults", "acl"]
+nox.options.sessions = ["tests", "lint", "typecheck", "schemathesis", "faults", "acl", "browser"]
 nox.options.reuse_existing_virtualenvs = True
 # A session whose interpreter is missing fails instead of being skipped.
 nox.options.error_on_missing_interpreters = True
@@ -156,6 +156,20 @@ def acl(session: nox.Session) -> None:
     _install_fault_tools(session)
     _install_for_faults(session)
     session.run("python", "tests/acl_run.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def browser(session: nox.Session) -> None:
+    """The dashboard (/ui) in a real headless Chromium: Debian's ``chromium`` (apt-get as root
+    when missing) driven by Playwright's Python API; ``playwright install`` is never run."""
+    if shutil.which("chromium") is None and shutil.which("apt-get") and os.geteuid() == 0:
+        install = ["apt-get", "install", "-y", "-q", "chromium"]
+        session.run(*install, external=True, success_codes=[0, 100])
+        if shutil.which("chromium") is None:  # a stale package index
+            session.run("apt-get", "update", "-q", external=True, success_codes=[0, 100])
+            session.run(*install, external=True, success_codes=[0, 100])
+    session.install("-e", ".[test]", "-e", "tests/plugin_packages/wq-testplugin-good", "playwright")
+    session.run("pytest", "tests/browser", *session.posargs)
 
 
 @nox.session(python="3.11")

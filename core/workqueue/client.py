@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from workqueue import clock
+from workqueue import clock, tracing
 from workqueue.broker import queue_control
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
@@ -515,6 +515,7 @@ class Client:
         _events.add(answers)
         return answers
 
+    @tracing.traced_write_many  # OpenTelemetry: a PRODUCER span (no-op without the extra)
     async def _write_all(self, jobs: list[NewJob]) -> list[EnqueuedJob]:
         if len(jobs) == 1:
             return [await self._answer(jobs[0], await self._write(jobs[0]))]
@@ -565,6 +566,7 @@ class Client:
         written = iter(await self.broker.enqueue(to_write) if to_write else ())
         return [job if isinstance(job, EnqueueResult) else next(written) for job in placed]
 
+    @tracing.traced_write_one  # OpenTelemetry: a PRODUCER span (no-op without the extra)
     async def _write(self, job: NewJob) -> EnqueueResult:
         """Write one job: at once when nothing is in flight, else with the next batch."""
         if self._busy:

@@ -76,6 +76,9 @@ class NewJob(msgspec.Struct, frozen=True):
     priority: int = 0
     #: a unique job's fingerprint (type and canonical payload; ``""``: not unique)
     unique_key: str = ""
+    #: W3C trace context of the enqueue span (workqueue.tracing; "" without tracing); to be
+    #: stored as the record field ``traceparent`` by enqueue.lua
+    traceparent: str = ""
 
 
 class EnqueuedJob(msgspec.Struct, frozen=True):
@@ -115,6 +118,8 @@ class ReservedJob(msgspec.Struct, frozen=True):
     enqueued_at_ms: int
     failures: int
     lost: int
+    #: the record's ``traceparent`` (workqueue.tracing; "" when none)
+    traceparent: str = ""
 
 
 class Attempt(msgspec.Struct, frozen=True):

@@ -236,6 +236,7 @@ class QueueFigures(msgspec.Struct):
     retrying: int = 0
     completed_kept: int = 0
     failed_kept: int = 0
+    cancelled_kept: int = 0
     oldest_waiting_seconds: float = 0.0
     #: the queue's stats hash: ``done``, ``failed``, ``enqueued``, ``done|<type>``...
     counters: dict[str, int] = msgspec.field(default_factory=dict)

@@ -8,7 +8,7 @@ cannot disagree, and nothing outside ``workqueue.broker`` touches Redis.
 Costs (round trips; a pipeline is one):
 
 - :meth:`ReadModel.figures`: 3 whatever the number of queues (``SMEMBERS`` of the queue
-  registry; one pipeline of 8 commands per queue plus ``TIME``; one pipeline of one ``HGET``
+  registry; one pipeline of 9 commands per queue plus ``TIME``; one pipeline of one ``HGET``
   per queue that has a job waiting, skipped when none has).
 
 On Redis Cluster the client is redis-py's cluster client: a pipeline is split into one pipeline
@@ -70,7 +70,7 @@ class _AdvertWire(msgspec.Struct):
 _ADVERT = msgspec.json.Decoder(_AdvertWire)
 
 #: commands per queue in the figures pipeline (see :meth:`ReadModel._queue_commands`)
-_PER_QUEUE = 8
+_PER_QUEUE = 9
 
 
 def _s(value: Any) -> str:
@@ -185,7 +185,7 @@ class ReadModel:
         }
 
     async def queue_figures(self, names: Sequence[str]) -> SystemFigures:
-        """These queues' figures only, in order: one pipeline (8 commands per queue and
+        """These queues' figures only, in order: one pipeline (9 commands per queue and
         ``TIME``), then one ``HGET`` per queue with a job waiting (skipped when none has)."""
         clustered = is_cluster(self.redis)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -202,9 +202,9 @@ class ReadModel:
         rows: list[QueueFigures] = []
         heads: list[tuple[QueueFigures, str]] = []
         for at, q in enumerate(names):
-            stats, queued, active, scheduled, retrying, completed, failed, head = replies[
-                at * _PER_QUEUE : (at + 1) * _PER_QUEUE
-            ]
+            stats, queued, active, scheduled, retrying, completed, failed, head, cancelled = (
+                replies[at * _PER_QUEUE : (at + 1) * _PER_QUEUE]
+            )
             row = QueueFigures(
                 queue=q,
                 queued=int(queued),
@@ -213,6 +213,7 @@ class ReadModel:
                 retrying=int(retrying),
                 completed_kept=int(completed),
                 failed_kept=int(failed),
+                cancelled_kept=int(cancelled),
                 # a corrupt counter reads as 0 (the scripts restart it from 0 the same way)
                 counters={_s(k): _int(v) for k, v in stats.items()},
             )
@@ -240,6 +241,7 @@ class ReadModel:
         pipe.zcard(k.completed)
         pipe.zcard(k.failed)
         pipe.lindex(k.queued, 0)
+        pipe.zcard(k.cancelled)
 
     async def server_time_ms(self) -> int:
         """Redis's clock, ms."""

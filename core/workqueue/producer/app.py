@@ -25,7 +25,7 @@ from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from workqueue import __version__
+from workqueue import __version__, tracing
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
 from workqueue.client import Client, Limits
@@ -39,16 +39,19 @@ from workqueue.errors import (
     UnknownJobTypeError,
 )
 from workqueue.producer.job_routes import build_job_routes
+from workqueue.producer.metrics_route import metrics_route
 from workqueue.producer.openapi_page import SchemaPage
 from workqueue.producer.parsing import MalformedBody
+from workqueue.producer.read_routes import build_read_routes
 from workqueue.producer.routes import build_routes
-from workqueue.producer.schedule_routes import schedule_routes  # H7 cron
+from workqueue.producer.schedule_routes import schedule_routes
 from workqueue.producer.schemas import (
     JSON_VALUE,
     JSON_VALUE_SCHEMA,
     ErrorAnswer,
     ProducerComponents,
 )
+from workqueue.producer.ui_routes import build_ui_routes
 from workqueue.registry import Registry, build_registry
 from workqueue.settings import DEFAULT_REDIS_URL
 
@@ -276,9 +279,13 @@ def create_app(settings: ProducerSettings, registry: Registry | None = None) -> 
         route_handlers=[
             *build_routes(settings, job_types),
             *build_job_routes(settings),
-            *schedule_routes(settings, job_types),  # H7 cron
+            *schedule_routes(settings, job_types),
+            *build_read_routes(settings, job_types),
+            *build_ui_routes(),
+            metrics_route(settings),
         ],
         lifespan=[lifespan],
+        middleware=tracing.http_middleware(),  # OpenTelemetry spans of enqueue requests
         state=State({"settings": settings}),
         dependencies={"client": Provide(_client, sync_to_thread=False)},
         guards=[_request_guard, *([_auth_guard(settings.api_key)] if settings.api_key else [])],

@@ -34,6 +34,8 @@ from workqueue.jobtypes import NAME_PATTERN, JobContext, JobType
 from workqueue.log import sanitize
 from workqueue.registry import Registry
 from workqueue.settings import WorkerSettings
+from workqueue.tracing import ENABLED as TRACING
+from workqueue.tracing import attempt_span, no_span
 from workqueue.worker.events import JobLog, JobLogger, Observers
 from workqueue.worker.execution import Outcome, decode_payload, encode_result, failure_outcome
 from workqueue.worker.isolation import run_isolated
@@ -151,12 +153,15 @@ class Executor:
             is_async = _IS_ASYNC.get(handler)
             if is_async is None:
                 is_async = _IS_ASYNC[handler] = inspect.iscoroutinefunction(handler)
-            if job_type.isolation == "process":
-                result = await run_isolated(handler, payload, ctx)
-            elif is_async:
-                result = await handler(payload, ctx)
-            else:
-                result = await self._in_thread(run, handler, payload, ctx)
+            # OpenTelemetry: the attempt's CONSUMER span (nothing without the extra)
+            span = attempt_span(job, ctx.worker_id) if TRACING else no_span()
+            with span:
+                if job_type.isolation == "process":
+                    result = await run_isolated(handler, payload, ctx)
+                elif is_async:
+                    result = await handler(payload, ctx)
+                else:
+                    result = await self._in_thread(run, handler, payload, ctx)
             encoded, warning = encode_result(result, self.settings.max_result_bytes)
             if warning:
                 log.warning("{}; stored as null", warning)

@@ -155,6 +155,15 @@ def queue_row(fig: QueueFigures) -> dict[str, Any]:
         "lost_leases": c.get("lost_leases", 0),
         "enqueued": c.get("enqueued", 0),
         "oldest_waiting_seconds": round(fig.oldest_waiting_seconds, 3),
+        "depth": {
+            "scheduled": fig.scheduled,
+            "queued": fig.queued,
+            "active": fig.running,
+            "retrying": fig.retrying,
+            "completed": fig.completed_kept,
+            "failed": fig.failed_kept,
+            "cancelled": fig.cancelled_kept,
+        },
     }
 
 
@@ -186,8 +195,9 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_prometheus(figures: dict[str, Any], histogram: RunTimeHistogram) -> str:
-    """The Prometheus text exposition format (version 0.0.4) of :func:`collect`'s figures."""
+def render_prometheus(figures: dict[str, Any], histogram: RunTimeHistogram | None = None) -> str:
+    """The Prometheus text exposition format (version 0.0.4) of :func:`collect`'s figures, or
+    of :func:`summarize`'s (the producer's: no ``worker`` section, no histogram)."""
     lines: list[str] = []
 
     def family(name: str, kind: str, doc: str) -> None:
@@ -215,6 +225,10 @@ def render_prometheus(figures: dict[str, Any], histogram: RunTimeHistogram) -> s
         family(name, kind, doc)
         for q, row in figures["queues"].items():
             lines.append(f'{name}{{queue="{_label(q)}"}} {row[field]}')
+    family("workqueue_queue_depth", "gauge", "Jobs per queue and status (finished: kept ones).")
+    for q, row in figures["queues"].items():
+        for status, count in row["depth"].items():
+            lines.append(f'workqueue_queue_depth{{queue="{_label(q)}",status="{status}"}} {count}')
     family("workqueue_type_jobs_done_total", "counter", "Jobs completed, per type.")
     for t, row in figures["types"].items():
         lines.append(f'workqueue_type_jobs_done_total{{type="{_label(t)}"}} {row.get("done", 0)}')
@@ -223,7 +237,9 @@ def render_prometheus(figures: dict[str, Any], histogram: RunTimeHistogram) -> s
         lines.append(
             f'workqueue_type_jobs_failed_total{{type="{_label(t)}"}} {row.get("failed", 0)}'
         )
-    w = figures["worker"]
+    w = figures.get("worker")
+    if w is None or histogram is None:
+        return "\n".join(lines) + "\n"
     family("workqueue_worker_uptime_seconds", "gauge", "This worker process's uptime.")
     lines.append(f"workqueue_worker_uptime_seconds {w['uptime_seconds']}")
     family("workqueue_worker_running", "gauge", "Jobs running in this process.")
