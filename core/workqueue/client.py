@@ -22,16 +22,19 @@ from typing import Any
 import msgspec
 
 from workqueue import clock, tracing
+from workqueue.broker import queue_control
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.connection import create_redis
 from workqueue.broker.contract import CancelResult, EnqueueResult
 from workqueue.broker.placement import Placer
+from workqueue.broker.queue_control import QueueOverview
 from workqueue.errors import (
     IdempotencyConflict,
     PayloadValidationError,
     TaskValidationError,
     UnknownJobTypeError,
 )
+from workqueue.flow import apply_flow
 from workqueue.job import EnqueuedJob, JobInfo, NewJob, ms_to_datetime
 from workqueue.jobtypes import DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS, NAME_PATTERN, JobType
 from workqueue.limits import check_limit_key
@@ -73,6 +76,10 @@ class TaskSpec:
     run_at: datetime | str | None = None
     timeout: float | None = None
     idempotency_key: str | None = None
+    #: 0-9, higher starts first (SPEC 12)
+    priority: int | None = 0
+    #: at most one unfinished job per queue, type and canonical payload (SPEC 12)
+    unique: bool | None = False
     #: limits of the type apply per (type, limit_key) (SPEC 12; workqueue.limits)
     limit_key: str | None = None
 
@@ -99,7 +106,7 @@ def prepare_task(
     spec: TaskSpec, registry: Registry, limits: Limits, known_remote: Iterable[str] = ()
 ) -> NewJob:
     """Validate a task and turn it into a :class:`NewJob` (raises TaskValidationError)."""
-    return _prepare(
+    job = _prepare(
         registry,
         limits,
         known_remote,
@@ -113,6 +120,7 @@ def prepare_task(
         spec.idempotency_key,
         spec.limit_key,
     )
+    return apply_flow(job, spec.priority, spec.unique)
 
 
 #: names that passed NAME_PATTERN (bounded; a cache, not a list of allowed names)
@@ -319,7 +327,7 @@ class _EnqueueEvents:
     def add(self, jobs: Iterable[EnqueuedJob]) -> None:
         batch = self._batch
         for job in jobs:
-            message = "duplicate (idempotency key)" if job.duplicate else "enqueued"
+            message = "duplicate (idempotency key or unique)" if job.duplicate else "enqueued"
             batch.add("INFO", job.id, job.type, None, message, (("queue", job.queue),))
         if len(batch) >= EVENT_WRITE_LINES:
             self.flush()
@@ -449,9 +457,14 @@ class Client:
         run_at: datetime | str | None = None,
         timeout: float | None = None,
         idempotency_key: str | None = None,
+        priority: int = 0,
+        unique: bool = False,
         limit_key: str | None = None,
     ) -> EnqueuedJob:
-        """Validate and enqueue one job (one round trip, shared with concurrent calls)."""
+        """Validate and enqueue one job (one round trip, shared with concurrent calls).
+
+        ``priority`` 0-9: a higher one starts first; ``unique``: while an unfinished job of
+        this queue, type and payload exists, that job is answered (``duplicate``) instead."""
         remote: Iterable[str] = ()
         if not self.check_types or (isinstance(type, str) and type not in self.registry):
             remote = await self._remote_types((type,))
@@ -469,6 +482,7 @@ class Client:
             idempotency_key,
             limit_key,
         )
+        job = apply_flow(job, priority, unique)
         answer = await self._answer(job, await self._write(job))
         _events.add((answer,))
         return answer
@@ -612,6 +626,22 @@ class Client:
         Raises JobNotFound for an unknown id."""
         return await self.broker.cancel(job_id)
 
+    # -- queue control (H4: workqueue.broker.queue_control) -------------------------------
+
+    async def queues(self) -> list[QueueOverview]:
+        """Every known queue: depth per status, oldest waiting age, partitions, paused."""
+        return await queue_control.overview(self.broker)
+
+    async def pause_queue(self, queue: str) -> QueueOverview:
+        """Pause a queue: it accepts jobs and starts none (running jobs finish)."""
+        await queue_control.set_paused(self.broker, queue, True)
+        return (await queue_control.overview(self.broker, [queue], only=True))[0]
+
+    async def resume_queue(self, queue: str) -> QueueOverview:
+        """Resume a paused queue: its waiting jobs start."""
+        await queue_control.set_paused(self.broker, queue, False)
+        return (await queue_control.overview(self.broker, [queue], only=True))[0]
+
 
 class SyncClient:
     """A blocking wrapper of :class:`Client` for Flask/Django-style code."""
@@ -642,6 +672,15 @@ class SyncClient:
     def cancel(self, job_id: str) -> CancelResult:
         """See :meth:`Client.cancel`."""
         return self._loop.run_until_complete(self._client.cancel(job_id))
+
+    def queues(self) -> list[QueueOverview]:
+        return self._loop.run_until_complete(self._client.queues())
+
+    def pause_queue(self, queue: str) -> QueueOverview:
+        return self._loop.run_until_complete(self._client.pause_queue(queue))
+
+    def resume_queue(self, queue: str) -> QueueOverview:
+        return self._loop.run_until_complete(self._client.resume_queue(queue))
 
     def close(self) -> None:
         self._loop.run_until_complete(self._client.aclose())

@@ -72,6 +72,10 @@ class NewJob(msgspec.Struct, frozen=True):
     fingerprint: str = ""
     #: limits of the type apply per (type, limit_key) ('' = the type's own bucket)
     limit_key: str = ""
+    #: 0-9, higher starts first (SPEC 12)
+    priority: int = 0
+    #: a unique job's fingerprint (type and canonical payload; ``""``: not unique)
+    unique_key: str = ""
     #: W3C trace context of the enqueue span (workqueue.tracing; "" without tracing); to be
     #: stored as the record field ``traceparent`` by enqueue.lua
     traceparent: str = ""

@@ -42,8 +42,12 @@ def test_list_shows_depths_age_and_settings(key_prefix: str) -> None:
         "partitions",
         "draining",
         "settings",
+        "paused",  # H4: queue control
+        "cancelled",
+        "queued_by_priority",
     }
     assert default["partitions"] == 1 and default["draining"] == []
+    assert default["paused"] is False
     table = ok(key_prefix, "queues", "list")
     assert "default" in table and "later" in table and "(defaults)" in table
 

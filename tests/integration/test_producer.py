@@ -335,7 +335,7 @@ def test_bad_retries(http: httpx.Client, name: str, value: Any) -> None:
         ({"type": "test_echo", "run_at": "tomorrow"}, "run_at"),
         ({"type": "test_echo", "delay": 1, "run_at": "2030-01-01T00:00:00Z"}, "delay"),
         ({"type": "test_echo", "retries": 1, "Retries": 1}, "retries"),
-        ({"type": "test_echo", "priority": 1}, "priority"),
+        ({"type": "test_echo", "priority": 10}, "priority"),
     ],
 )
 def test_invalid_fields_are_422(http: httpx.Client, task: dict[str, Any], field: str) -> None:

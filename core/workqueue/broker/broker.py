@@ -341,6 +341,8 @@ class Broker(LogicalReads):
                 job.idempotency_key,
                 job.fingerprint,
                 job.limit_key,
+                job.priority,  # H4: priority and unique key (enqueue.lua's shape fields 9, 10)
+                k.base + "uniq:" + job.unique_key if job.unique_key else "",
             )
             number = shapes.get(shape)
             if number is None:
@@ -353,12 +355,12 @@ class Broker(LogicalReads):
             NOTIFY_CAP,
             len(shapes),
         ]
-        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint, lkey in shapes:
+        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint, lkey, p, u in shapes:
             args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
-            args.append(lkey)  # limit_key (SPEC 12)
+            args += (lkey, p, u)  # limit_key (SPEC 12), priority and unique key (H4)
         args += tail
         mark = self._mark(queue, jobs)
-        return [k.queued, k.scheduled, k.notify, k.stats, k.ledger, mark], args
+        return [k.queued, k.scheduled, k.notify, k.stats, k.ledger, mark, k.settings], args
 
     def _mark(self, queue: str, jobs: Sequence[NewJob]) -> str:
         """The key of an enqueue call's mark. It is named after the call's jobs (random ids),

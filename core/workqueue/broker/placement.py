@@ -92,7 +92,9 @@ class Placer:
 
     def _placed(self, layout: Layout, job: NewJob) -> NewJob:
         n = layout.partitions
-        if job.idempotency_key:
+        if job.unique_key:  # H4: a unique task's one partition, where its twin is found
+            queue = layout.partition_for_key(job.unique_key)
+        elif job.idempotency_key:
             queue = layout.partition_for_key(job.idempotency_key)
         elif n == 1:
             queue = job.queue

@@ -39,6 +39,7 @@ from workqueue.broker.contract import (
     WorkerAdvert,
 )
 from workqueue.broker.keys import GlobalKeys, QueueKeys
+from workqueue.broker.levels import QUEUED_DEPTH, QUEUED_HEAD
 from workqueue.errors import JobNotFound
 from workqueue.job import Attempt, JobInfo, Status, ms_to_datetime
 
@@ -233,7 +234,7 @@ class ReadModel:
     def _queue_commands(pipe: Any, k: QueueKeys) -> None:
         """One queue's :data:`_PER_QUEUE` figure commands, all on keys of its slot."""
         pipe.hgetall(k.stats)
-        pipe.llen(k.queued)
+        pipe.eval(QUEUED_DEPTH, 1, k.queued)  # H4: every priority level's list (levels.py)
         pipe.zcard(k.active)
         pipe.zcard(k.scheduled)
         pipe.zcard(k.retry)
@@ -284,7 +285,7 @@ class ReadModel:
             for q in queues:
                 index = _index(self.keys(q), status)
                 if status == "queued":
-                    pipe.lrange(index, 0, limit - 1)
+                    pipe.eval(QUEUED_HEAD, 1, index, limit)  # H4: every priority level
                 else:
                     pipe.zrevrange(index, 0, limit - 1, withscores=True)
             replies = await pipe.execute()

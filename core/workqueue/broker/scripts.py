@@ -27,6 +27,8 @@ SCRIPT_NAMES = (
     "register_queues",
     "cancel",
     "progress",
+    "queue_pause",  # H4
+    "queue_info",  # H4
     "limit_keys",
     "limit_acquire",
     "limit_release",
@@ -69,3 +71,5 @@ class Scripts:
         self.register_queues: AsyncScript = redis.register_script(source("register_queues"))
         self.cancel: AsyncScript = redis.register_script(source("cancel"))
         self.progress: AsyncScript = redis.register_script(source("progress"))
+        self.queue_pause: AsyncScript = redis.register_script(source("queue_pause"))  # H4
+        self.queue_info: AsyncScript = redis.register_script(source("queue_info"))  # H4

@@ -24,8 +24,10 @@ from rich.table import Table
 from workqueue.broker.broker import Broker, BrokerConfig
 from workqueue.broker.contract import QueueFigures, QueueSettings
 from workqueue.broker.partitions import MAX_PARTITIONS, Layout
+from workqueue.broker.queue_control import overview
 from workqueue.cli.admin import _console, _fail, _print_json, _run, json_option
 from workqueue.cli.options import redis_url_option
+from workqueue.cli.queue_control import pause_command, paused_text, resume_command
 from workqueue.jobtypes import NAME_PATTERN
 
 __all__ = ["queues_group"]
@@ -69,10 +71,15 @@ async def _views(
     figures = await broker.queue_figures(names)
     settings = await broker.queue_settings(names)
     layouts = await broker.partitions.layouts(names, max_age=0.0)
-    return [
+    views = [
         _view(fig, settings[fig.queue], layouts[fig.queue], counters=counters)
         for fig in figures.queues
     ]
+    # H4: pause state, cancelled depth and queued per priority (queue_control)
+    for view, row in zip(views, await overview(broker, names, only=True), strict=True):
+        view.update(paused=row.paused, cancelled=row.depth["cancelled"])
+        view.update(queued_by_priority=row.queued_by_priority)
+    return views
 
 
 def _partitions_text(view: dict[str, Any]) -> str:
@@ -113,6 +120,7 @@ def list_command(redis_url: str, key_prefix: str, as_json: bool) -> None:
     table.add_column("queue", no_wrap=True)
     for name in (*DEPTHS, "oldest waiting s", "partitions"):
         table.add_column(name.replace("_", " "), justify="right")
+    table.add_column("state")  # H4
     table.add_column("settings", overflow="fold")
     for view in views:
         table.add_row(
@@ -120,6 +128,7 @@ def list_command(redis_url: str, key_prefix: str, as_json: bool) -> None:
             *(str(view[name]) for name in DEPTHS),
             f"{view['oldest_waiting_seconds']:g}",
             _partitions_text(view),
+            paused_text(view["paused"]),
             _settings_text(view["settings"]),
         )
     _console().print(table)
@@ -237,3 +246,8 @@ def set_command(
         if partitions is not None or layout.partitioned:
             text += f"; partitions {_partitions_text(data)}"
         click.echo(text)
+
+
+# H4: pause/resume live in cli/queue_control.py
+queues_group.add_command(pause_command)
+queues_group.add_command(resume_command)

@@ -26,6 +26,8 @@ __all__ = [
 ALLOWED_FIELDS = (
     *("type", "payload", "retries", "Retries", "queue", "delay", "run_at", "timeout"),
     "limit_key",  # SPEC 12 limits (H6)
+    "priority",  # SPEC 12 priorities and unique jobs (H4)
+    "unique",
 )
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
@@ -142,5 +144,7 @@ def spec_from_object(
         run_at=obj.get("run_at"),
         timeout=obj.get("timeout"),
         idempotency_key=idempotency_key,
+        priority=_integral(obj.get("priority")),
+        unique=obj.get("unique"),
         limit_key=obj.get("limit_key"),
     )

@@ -163,11 +163,15 @@ async def ready(request: Request[Any, Any, Any], client: NamedDependency[Client]
 def build_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRouteHandler]:
     """The route handlers of one app; the OpenAPI document states this app's job types,
     limits and whether an API key is needed."""
+    from workqueue.producer.queue_routes import queue_routes  # it imports guarded from here
+
     auth = _UNAUTHORIZED if settings.api_key else {}
     security: list[dict[str, list[str]]] | None = [{"bearer": []}] if settings.api_key else None
     task = task_schema(registry, settings.limits)
     batch = batch_schema(registry, settings.limits, settings.batch_limit)
-    idempotent = {200: ResponseSpec(EnqueueAnswer, description="Idempotent repeat")}
+    idempotent = {
+        200: ResponseSpec(EnqueueAnswer, description="Idempotent repeat, or a unique job's twin")
+    }
     return [
         post(
             ["/enqueue", "/api/enqueue"],
@@ -176,7 +180,8 @@ def build_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRou
             operation_class=operation_class(task),
             description=(
                 "Body: a JSON object `{type, payload?, retries?|Retries?, queue?, delay?|run_at?, "
-                "timeout?}`. Header `Idempotency-Key` makes a repeat answer 200 with the same job."
+                "timeout?, priority?, unique?}`. Header `Idempotency-Key` makes a repeat answer "
+                "200 with the same job; so does `unique: true` while that task's job is unfinished."
             ),
             responses={**idempotent, **_BAD_BODY, **auth, **_UNAVAILABLE},
             security=security,
@@ -216,4 +221,5 @@ def build_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRou
             responses={**auth, **_UNAVAILABLE},
             security=security,
         )(ready),
+        *queue_routes(auth, _UNAVAILABLE, security),
     ]

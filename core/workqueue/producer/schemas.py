@@ -19,6 +19,7 @@ from litestar.openapi.spec import (
 
 from workqueue.client import Limits
 from workqueue.errors import WorkQueueError
+from workqueue.flow import PRIORITY_MAX
 from workqueue.registry import Registry
 from workqueue.schema import schema_json
 
@@ -32,6 +33,8 @@ __all__ = [
     "HealthAnswer",
     "JobAnswer",
     "ProducerComponents",
+    "QueueAnswer",
+    "QueueDepth",
     "RawSchema",
     "batch_schema",
     "operation_class",
@@ -86,6 +89,31 @@ class JobAnswer(msgspec.Struct):
     progress: Any = None
     #: the last 25 attempts, oldest first
     history: list[AttemptAnswer] = msgspec.field(default_factory=list)
+
+
+class QueueDepth(msgspec.Struct):
+    """A queue's jobs per status (completed, failed, cancelled: the records still kept)."""
+
+    queued: int
+    scheduled: int
+    retrying: int
+    active: int
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class QueueAnswer(msgspec.Struct):
+    """One queue as ``GET /queues`` and the pause/resume routes show it."""
+
+    name: str
+    paused: bool
+    partitions: int
+    depth: QueueDepth
+    #: seconds since the oldest waiting job was enqueued (null: nothing waits)
+    oldest_waiting_seconds: float | None
+    #: queued jobs per priority level that has any ("0".."9")
+    queued_by_priority: dict[str, int]
 
 
 class ErrorAnswer(msgspec.Struct, omit_defaults=True):
@@ -243,6 +271,21 @@ def task_schema(registry: Registry, limits: Limits) -> dict[str, Any]:
                 minimum=0.001,
                 maximum=limits.max_timeout_s,
                 description="seconds per attempt; default: the job type's",
+            ),
+            "priority": _nullable(
+                "integer",
+                minimum=0,
+                maximum=PRIORITY_MAX,
+                default=0,
+                description="0-9: a waiting job of higher priority starts first; FIFO within one",
+            ),
+            "unique": _nullable(
+                "boolean",
+                default=False,
+                description=(
+                    "while an unfinished job of this queue, type and payload exists, answer it "
+                    "(200) instead of creating another"
+                ),
             ),
             "limit_key": _nullable(
                 "string",

@@ -12,7 +12,7 @@
 --   completed, failed or cancelled: nothing done) | missing (no record)
 local now = now_ms()
 local id, key = ARGV[1], KEYS[8]
-local f = fields(key, 'status', 'type', 'idem')
+local f = fields(key, 'status', 'type', 'idem', 'priority')
 if not f or not f[1] then return {'missing', ''} end
 local st = f[1]
 local INDEX = {queued = true, scheduled = KEYS[2], retrying = KEYS[3]}
@@ -22,7 +22,11 @@ if st == 'active' then
 end
 if not INDEX[st] then return {'finished', st, redis.call('HGETALL', key)} end
 -- the index entry goes first (a freeing write: this still works at maxmemory)
-if st == 'queued' then redis.call('LREM', KEYS[1], 0, id) else redis.call('ZREM', INDEX[st], id) end
+if st == 'queued' then
+  redis.call('LREM', queued_list(KEYS[1], prio_of(f[4])), 0, id)  -- H4: its priority's list
+else
+  redis.call('ZREM', INDEX[st], id)
+end
 local before = redis.call('HGETALL', key)
 local q = queue_settings(KEYS[6], 0, ARGV[3], 0)
 q.cancelled, q.stats, q.ledger, q.idemp = KEYS[4], KEYS[5], KEYS[7], ARGV[2]

@@ -162,6 +162,7 @@ local function apply(op, id, key, data, delay, typ, idem, f, timed_out)
   -- leased again
   if not write(key, id, idem, 'status', 'queued', 'applied', 'released') then return 'missing' end
   attempt_end(key, 'released', now, nil)
+  push_record(KEYS[2], key, id, true)  -- H4: to the front of its priority's list (prelude)
   released[#released + 1] = id
   return 'released'
 end
@@ -204,8 +205,8 @@ each_chunk(unleased, function(...) redis.call('HDEL', KEYS[10], ...) end)
 each_chunk(done, function(...) redis.call('ZADD', KEYS[4], ...) end)
 each_chunk(failed, function(...) redis.call('ZADD', KEYS[5], ...) end)
 each_chunk(retry, function(...) redis.call('ZADD', KEYS[3], ...) end)
--- released jobs go back to the front: they were next in line already
-each_chunk(released, function(...) redis.call('LPUSH', KEYS[2], ...) end)
+-- released jobs went back to the front of their priority's list: they were next in line
+-- already (apply's push_record, H4)
 for field, n in pairs(counters) do
   redis.call('HINCRBY', KEYS[6], field, n)
 end

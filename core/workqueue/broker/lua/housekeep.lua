@@ -2,10 +2,12 @@
 -- 0. Election: the duty is KEYS[1] (STRING holder id, PX duty ms). The holder renews it;
 --    anyone else gets held = 0 and the step does nothing more. A holder that stops renewing
 --    (dead, stopped) hands the duty over when the key expires.
--- 1. Lease recovery: up to ARGV[9] expired leases: the job is requeued at the front, or fails
+-- 1. Lease recovery: up to ARGV[9] expired leases: the job is requeued at the front (of its
+--    priority's list), or fails
 --    for good once lost max_lost_leases times (settings hash, else ARGV default); their lease
 --    entries (KEYS[13]) are removed.
--- 2. Promotion: up to ARGV[10] due scheduled and retrying jobs each go to the queued list.
+-- 2. Promotion: up to ARGV[10] due scheduled and retrying jobs each go to the queued list
+--    of their priority.
 -- 3. Retention: up to ARGV[11] finished records past the queue's retention are deleted (one
 --    DEL per chunk, with their idempotency key when it still names them), and removed from
 --    their finished index and the ledger.
@@ -13,8 +15,8 @@
 --    score checked) are compared with the indexes: a record that is gone leaves the ledger; a
 --    record in no index of its status is put back (active: a lease entry expiring now, so
 --    step 1 recovers it; scheduled/retrying: due at run_at; completed/failed: at
---    finished_at; queued: appended to the list, judged against ONE LRANGE snapshot per step,
---    taken only while the list is at most ARGV[13] long - a false "missing" only makes a
+--    finished_at; queued: appended to its priority's list, judged against ONE LRANGE snapshot
+--    of every level's list per step, taken only while they hold at most ARGV[13] ids - a false "missing" only makes a
 --    duplicate entry that reserve drops as a stray). The lease hash is checked against the
 --    records with one HMGET per step: an active record must have its lease entry (written
 --    back if missing or under another token); an entry whose record is gone or not active
@@ -66,10 +68,10 @@ each_chunk(expired, function(...) redis.call('ZREM', KEYS[5], ...) end)
 -- Whatever the record says, an expired lease is over: its entry goes (an orphan's or a
 -- stray's entry is not a live lease either).
 each_chunk(expired, function(...) redis.call('HDEL', KEYS[13], ...) end)
-local requeued = {}
+local requeued, any_requeued = {}, false  -- requeued: ids per priority (group_add)
 for _, id in ipairs(expired) do
   local key = jobp .. id
-  local f = fields(key, 'type', 'status', 'idem', 'cancel')
+  local f = fields(key, 'type', 'status', 'idem', 'cancel', 'priority')
   if not f or not f[1] then
     drop(KEYS[8], id, 'orphan')
   elseif f[2] ~= 'active' then
@@ -90,7 +92,8 @@ for _, id in ipairs(expired) do
     else
       -- the token is cleared: a late report from the lost lease is refused as stale
       redis.call('HSET', key, 'status', 'queued', 'token', '')
-      requeued[#requeued + 1] = id
+      group_add(requeued, f[5], id)
+      any_requeued = true
     end
     local n = #recovered
     recovered[n + 1] = id
@@ -100,8 +103,8 @@ for _, id in ipairs(expired) do
   end
 end
 if #recovered > 0 then redis.call('HINCRBY', KEYS[8], 'lost_leases', #recovered / 4) end
--- requeued jobs go to the front: they had waited their turn already
-each_chunk(requeued, function(...) redis.call('LPUSH', KEYS[2], ...) end)
+-- requeued jobs go to the front of their priority's list: they had waited their turn already
+push_groups(KEYS[2], requeued, true)
 
 -- 2. promotion
 local promoted = 0
@@ -110,7 +113,8 @@ for z, status in pairs({[3] = 'scheduled', [4] = 'retrying'}) do
   promoted = promoted + n
   if hit then more = true end
 end
-if #requeued > 0 or promoted > 0 then
+-- (a paused queue wakes nobody: nothing would start; resume wakes the workers)
+if (any_requeued or promoted > 0) and not q.paused then
   wake(KEYS[9], notify_cap)
   woke = true
 end
@@ -133,6 +137,15 @@ for _, part in ipairs({{KEYS[6], 'completed', q.done_ttl}, {KEYS[7], 'failed', q
 end
 
 -- 4. consistency check, walking the ledger from the cursor (resting after a complete pass)
+-- First the priority levels: a level whose list has jobs must be in the levels set, or
+-- reserve would not look there (nine LLENs per step).
+local levels = levels_key(KEYS[2])
+for p = 1, PRIO_MAX do
+  if redis.call('LLEN', queued_list(KEYS[2], p)) > 0 and not redis.call('ZSCORE', levels, p) then
+    redis.call('ZADD', levels, p, p)
+    redis.call('HINCRBY', KEYS[8], 'repaired', 1)
+  end
+end
 local repaired = {}
 local start = 0
 local check_pause = tonumber(ARGV[14]) or 0
@@ -161,7 +174,7 @@ for i = 1, #batch, 2 do ids[#ids + 1] = batch[i] end
 local live = hmget_all(KEYS[13], ids)  -- the lease entries of the batch, one read
 for n, id in ipairs(ids) do
   local key = jobp .. id
-  local f = fields(key, 'status', 'run_at', 'finished_at', 'token', 'type', 'idem')
+  local f = fields(key, 'status', 'run_at', 'finished_at', 'token', 'type', 'idem', 'priority')
   local st = f and f[1]
   local fixed = false
   -- a lease entry lives exactly as long as the record is active under its token
@@ -179,14 +192,26 @@ for n, id in ipairs(ids) do
     if redis.call('EXISTS', key) == 0 then gone[#gone + 1] = id end
   elseif st == 'queued' then
     if listed == nil then
+      -- one snapshot of every level's list (a job is listed once, whatever its level)
       listed = false
-      if redis.call('LLEN', KEYS[2]) <= max_list then
+      local lens, total = {}, 0
+      for p = 0, PRIO_MAX do
+        lens[p] = redis.call('LLEN', queued_list(KEYS[2], p))
+        total = total + lens[p]
+      end
+      if total <= max_list then
         listed = {}
-        for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do listed[v] = true end
+        for p = 0, PRIO_MAX do
+          if lens[p] > 0 then
+            for _, v in ipairs(redis.call('LRANGE', queued_list(KEYS[2], p), 0, -1)) do
+              listed[v] = true
+            end
+          end
+        end
       end
     end
     if listed and not listed[id] then
-      redis.call('RPUSH', KEYS[2], id)
+      push_queued(KEYS[2], f[7], {id}, false)
       listed[id] = true
       fixed = true
     end
@@ -217,7 +242,7 @@ else
 end
 if #repaired > 0 then
   redis.call('HINCRBY', KEYS[8], 'repaired', #repaired / 2)
-  if not woke then wake(KEYS[9], notify_cap) end
+  if not woke and not q.paused then wake(KEYS[9], notify_cap) end
 end
 
 -- when the next step has work: the earliest lease expiry or due time, or a trim due

@@ -6,7 +6,8 @@
 --   type, payload, retries, timeout, status, enqueued_at, attempts, failures, lost, fp,
 --   idem (its idempotency key, if any), run_at (scheduled/retrying), token (fencing token of
 --   the last lease), worker, started_at, finished_at, result, error,
---   applied (what the last finish op with this token did: a repeat answers it).
+--   applied (what the last finish op with this token did: a repeat answers it),
+--   priority (0-9; absent: 0), uniq (the unique-job key naming this job, if unique).
 -- The live lease of an active record is also in <p>:{q}:leases (see lease_value).
 
 -- Redis's clock in ms (every time in a record or index is on this clock).
@@ -94,9 +95,9 @@ end
 -- The queue's fleet-wide settings (one HMGET of <p>:{q}:settings); ARGV defaults from the
 -- calling process's configuration for the fields nobody has set.
 local function queue_settings(key, d_done, d_failed, d_lost)
-  local s = fields(key, 'completed_ttl_ms', 'failed_ttl_ms', 'max_lost_leases') or {}
+  local s = fields(key, 'completed_ttl_ms', 'failed_ttl_ms', 'max_lost_leases', 'paused') or {}
   return {done_ttl = setting(s[1], d_done), failed_ttl = setting(s[2], d_failed),
-          max_lost = setting(s[3], d_lost)}
+          max_lost = setting(s[3], d_lost), paused = s[4] == '1'}
 end
 
 -- Entries not run as they are, reported to the caller as {id, reason, type} (reason: orphan =
@@ -111,13 +112,31 @@ local function drop(stats, id, reason, typ)
   dropped[#dropped + 1] = typ or ''
 end
 
+-- Unique jobs (SPEC 12): the key <p>:{q}:uniq:<fingerprint of type and canonical payload>
+-- names the unfinished job of that fingerprint (the record keeps the key's name in 'uniq').
+-- It is free the moment its job is final (completed, failed, cancelled): enqueue treats a key
+-- naming a final or gone job as free and takes it over. It is deleted with its record: by
+-- retain when the record is not kept (retention 0), by delete_finished when housekeeping or
+-- a purge trims it; so the finish fast path reads nothing more for it. uniqk: the key name,
+-- or nil to read it from the record (false or '': known to be none).
+local FINAL = {completed = true, failed = true, cancelled = true}
+local function unique_release(key, id, uniqk)
+  if uniqk == nil then
+    local u = redis.pcall('HGET', key, 'uniq')
+    if type(u) == 'string' then uniqk = u end
+  end
+  if uniqk and uniqk ~= '' and redis.call('GET', uniqk) == id then redis.call('DEL', uniqk) end
+end
+
 -- The retention rule, applied when a job finishes (completed or failed). ttl 0: not kept, the
 -- record and its ledger entry go now. Else the record stays (no PEXPIRE: housekeeping trims it
 -- from its finished index past the ttl). Either way its idempotency key never outlives it:
 -- deleted with it, or made to expire no later than the record is due to go (PEXPIRE LT).
+-- A record not kept takes its unique-job key along (uniqk as for unique_release).
 -- Returns true when the record is kept (the caller then writes it and indexes it); else false
 -- and whether there was a record to delete.
-local function retain(key, id, ttl, ledger, idemp, idem)
+local function retain(key, id, ttl, ledger, idemp, idem, uniqk)
+  if ttl <= 0 then unique_release(key, id, uniqk) end
   if idem and idem ~= '' then
     local ik = idemp .. idem
     if redis.call('GET', ik) == id then
@@ -139,7 +158,7 @@ local function delete_finished(index, ledger, ids, status, jobp, idemp)
   local dels, gone, deleted = {}, {}, 0
   for _, id in ipairs(ids) do
     local key = jobp .. id
-    local f = fields(key, 'status', 'idem')
+    local f = fields(key, 'status', 'idem', 'uniq')
     if f and f[1] == status then
       dels[#dels + 1] = key
       gone[#gone + 1] = id
@@ -147,6 +166,7 @@ local function delete_finished(index, ledger, ids, status, jobp, idemp)
       if f[2] and f[2] ~= '' and redis.call('GET', idemp .. f[2]) == id then
         dels[#dels + 1] = idemp .. f[2]
       end
+      if f[3] and f[3] ~= '' and redis.call('GET', f[3]) == id then dels[#dels + 1] = f[3] end
     elseif f and not f[1] and redis.call('EXISTS', key) == 0 then
       gone[#gone + 1] = id
     end
@@ -169,19 +189,109 @@ local function fail_for_good(q, key, id, typ, idem, now, err)
   end
 end
 
+-- Priorities (SPEC 12): a queued job of priority 0 waits in the queued LIST itself
+-- (<p>:{q}:queued); one of priority n in 1..9 in <p>:{q}:queued:<n>, a name derived from the
+-- declared queued key (same hash tag, same slot). The ZSET <p>:{q}:queued:levels holds each
+-- level n > 0 whose list may be non-empty (member and score n): pushing adds it, a pop that
+-- finds the list empty removes it, housekeeping's check puts back a missing one. Reserve
+-- reads the levels (one ZRANGE of at most 9 members: nothing when no priority is used) and
+-- pops the highest level first, FIFO within one: its cost does not grow with the queue.
+local PRIO_MAX = 9
+
+-- A priority as stored or sent (anything else: 0), as an integer 0..PRIO_MAX.
+local function prio_of(v)
+  local n = tonumber(v)
+  if not n or n < 1 then return 0 end
+  n = math.floor(n)
+  if n > PRIO_MAX then return PRIO_MAX end
+  return n
+end
+
+-- The list of one level (0: the queued key itself).
+local function queued_list(queued, prio)
+  if prio == 0 then return queued end
+  return queued .. ':' .. prio
+end
+
+local function levels_key(queued)
+  return queued .. ':levels'
+end
+
+-- Push ids (a table, all of one priority) to the back of their level's list, or to the front
+-- (front = true: jobs that had waited their turn already; LPUSH reverses a batch, as before).
+local function push_queued(queued, prio, ids, front)
+  if #ids == 0 then return end
+  local p = prio_of(prio)
+  local list = queued_list(queued, p)
+  local cmd = front and 'LPUSH' or 'RPUSH'
+  each_chunk(ids, function(...) redis.call(cmd, list, ...) end)
+  if p > 0 then redis.call('ZADD', levels_key(queued), p, p) end
+end
+
+-- Ids of mixed priorities gathered per level (group_add), then pushed (push_groups): one
+-- push per level, in the order added within a level.
+local function group_add(groups, prio, id)
+  local p = prio_of(prio)
+  local g = groups[p]
+  if not g then
+    g = {}
+    groups[p] = g
+  end
+  g[#g + 1] = id
+end
+
+local function push_groups(queued, groups, front)
+  for p, ids in pairs(groups) do push_queued(queued, p, ids, front) end
+end
+
+-- Push one job whose priority is in its record (a released job back to the front: finish).
+local function push_record(queued, key, id, front)
+  local p = redis.pcall('HGET', key, 'priority')
+  push_queued(queued, type(p) == 'string' and p or 0, {id}, front)
+end
+
+-- Pop up to n queued ids, highest level first, FIFO within a level. Also returns whether
+-- any queued job may be left (without a read where the pops already tell).
+local function pop_queued(queued, n)
+  local out = {}
+  local left = false
+  local lv = levels_key(queued)
+  for _, p in ipairs(redis.call('ZRANGE', lv, 0, -1, 'REV')) do
+    local want = n - #out
+    if want <= 0 then
+      left = true
+      break
+    end
+    local ids = redis.call('LPOP', queued .. ':' .. p, want)
+    local got = ids and #ids or 0
+    for i = 1, got do out[#out + 1] = ids[i] end
+    -- fewer than asked for: the list is empty now (an exact take leaves it to the next pop)
+    if got < want then redis.call('ZREM', lv, p) else left = true end
+  end
+  local want = n - #out
+  if want > 0 then
+    local ids = redis.call('LPOP', queued, want)
+    if ids and #ids == want then left = left or redis.call('LLEN', queued) > 0 end
+    if ids then for _, id in ipairs(ids) do out[#out + 1] = id end end
+  elseif not left then
+    left = redis.call('LLEN', queued) > 0
+  end
+  return out, left
+end
+
 -- Promote up to `limit` due entries of a scheduled or retry index (status = 'scheduled' or
--- 'retrying') to the end of the queued list. The head is read first, so a call with nothing
--- due costs one ZRANGE. Returns the number promoted, whether the limit was hit, and the
--- index's earliest score when nothing was due (-1: empty; nil: unknown, read it again).
+-- 'retrying') to the end of the queued list of their priority. The head is read first, so a
+-- call with nothing due costs one ZRANGE. Returns the number promoted, whether the limit
+-- was hit, and the index's earliest score when nothing was due (-1: empty; nil: unknown, read it again).
 local function promote_due(index, status, queued, stats, jobp, now, limit)
   local head = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
   if not head[2] then return 0, false, -1 end
   if tonumber(head[2]) > now then return 0, false, tonumber(head[2]) end
   local due = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, limit)
-  local pushed = {}
+  local pushed, n = {}, 0
   each_chunk(due, function(...) redis.call('ZREM', index, ...) end)
   for _, id in ipairs(due) do
-    local f = fields(jobp .. id, 'status')
+    local f = fields(jobp .. id, 'status', 'priority')
     local st = f and f[1]
     if not st then
       drop(stats, id, 'orphan')
@@ -189,11 +299,12 @@ local function promote_due(index, status, queued, stats, jobp, now, limit)
       drop(stats, id, 'stray')
     else
       redis.call('HSET', jobp .. id, 'status', 'queued')
-      pushed[#pushed + 1] = id
+      group_add(pushed, f[2], id)
+      n = n + 1
     end
   end
-  each_chunk(pushed, function(...) redis.call('RPUSH', queued, ...) end)
-  return #pushed, #due >= limit, nil
+  push_groups(queued, pushed, false)
+  return n, #due >= limit, nil
 end
 
 -- The earliest of some scores (-1: none), reading a sorted set's head only where its score is

@@ -4,7 +4,10 @@
 --    queue: the record KEYS[9] is this worker's on this queue);
 -- 2. due scheduled and retrying jobs are promoted (a head check: a delayed job starts at its
 --    due time without waiting for the housekeeper);
--- 3. up to N queued jobs become active with a lease (deadline on Redis's clock) and a fencing
+-- 3. unless the queue is paused (settings field paused = '1': nothing is leased, and no
+--    other worker is woken; due jobs are still promoted and next_due still answered, so the
+--    worker waits as for an empty queue), up to N queued jobs, highest priority first (FIFO
+--    within one; prelude's pop_queued), become active with a lease (deadline on Redis's clock) and a fencing
 --    token each (one INCRBY for the batch); the leases are also written to the lease hash
 --    KEYS[12] (one HSET for the batch), which finish and renew check instead of the records;
 -- 4. work left: one more idle worker is woken (capped).
@@ -71,9 +74,12 @@ heads[KEYS[3]] = head3 or false
 
 local jobs, leased = {}, {}
 local q = nil  -- the queue's settings, read only when a record must fail for good
-if count > 0 then
-  local ids = redis.call('LPOP', KEYS[1], count)
-  if ids then
+local paused = redis.pcall('HGET', KEYS[10], 'paused') == '1'
+local left = false  -- whether queued jobs may be left (pop_queued says)
+if count > 0 and not paused then
+  local ids
+  ids, left = pop_queued(KEYS[1], count)
+  if #ids > 0 then
     -- Numbers are formatted once per call: redis.call formats every number argument anew.
     local now_s, deadline_s = tostring(now), tostring(now + lease)
     local attempts_s = {'1', '2', '3'}
@@ -130,5 +136,5 @@ if #leased > 0 and req ~= '' then
 end
 
 -- Work left behind: wake another idle worker.
-if redis.call('LLEN', KEYS[1]) > 0 then wake(KEYS[7], notify_cap) end
+if left then wake(KEYS[7], notify_cap) end
 return reply(jobs, 0)
