@@ -50,13 +50,16 @@ async def test_retried_reserve_gets_the_jobs_the_lost_reply_carried(
     await direct.enqueue([_job(n) for n in range(3)])
     await direct.reserve("warm", 1, lease_ms=1000, worker_id="W", request_id="warm")
     await proxied.redis.ping()
+    # (create_redis's one-off cluster probe was a connection of its own)
+    accepted = proxy.stats.accepted
 
     # When the reply to a reserve of two is cut by an RST and the client retries the call
     proxy.reset_replies(every=1, keep=3, times=1)
     result = await proxied.reserve("q1", 2, lease_ms=5000, worker_id="W", request_id="r0")
 
     # Then the retry hands out the two jobs the first call leased, and leases nothing else
-    assert proxy.stats.resets == 1 and proxy.stats.accepted == 2  # retried on a new connection
+    assert proxy.stats.resets == 1
+    assert proxy.stats.accepted == accepted + 1  # retried on a new connection
     assert result.replayed
     k = direct.keys("q1")
     active = sorted(m.decode() for m in await direct.redis.zrange(k.active, 0, -1))

@@ -192,11 +192,6 @@ async def test_each_attempt_in_a_worker_is_a_consumer_span(spans: InMemorySpanEx
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="enqueue.lua does not store the job's traceparent yet and reserve.lua does not "
-    "return it (see docs/operations.md, Tracing): the attempt starts a new trace",
-)
 async def test_enqueue_and_attempts_are_one_trace(spans: InMemorySpanExporter) -> None:
     kind = JobType(name="traced", handler=traced_handler, retries=0)
     async with InProcessWorker(redis_url=REDIS_URL, job_types=[kind]) as wq:

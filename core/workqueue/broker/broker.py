@@ -341,8 +341,9 @@ class Broker(LogicalReads):
                 job.idempotency_key,
                 job.fingerprint,
                 job.limit_key,
-                job.priority,  # H4: priority and unique key (enqueue.lua's shape fields 9, 10)
+                job.priority,
                 k.base + "uniq:" + job.unique_key if job.unique_key else "",
+                job.traceparent,
             )
             number = shapes.get(shape)
             if number is None:
@@ -355,9 +356,9 @@ class Broker(LogicalReads):
             NOTIFY_CAP,
             len(shapes),
         ]
-        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint, lkey, p, u in shapes:
+        for typ, retries, timeout, delay_ms, run_at_ms, key, fingerprint, lkey, p, u, tp in shapes:
             args += (typ, retries, repr(float(timeout)), delay_ms, run_at_ms, key, fingerprint)
-            args += (lkey, p, u)  # limit_key (SPEC 12), priority and unique key (H4)
+            args += (lkey, p, u, tp)  # limit_key, priority, unique key, traceparent
         args += tail
         mark = self._mark(queue, jobs)
         return [k.queued, k.scheduled, k.notify, k.stats, k.ledger, mark, k.settings], args
@@ -440,11 +441,11 @@ class Broker(LogicalReads):
         )
         pos = 4 + 3 * n_dropped
         jobs = result.jobs
-        for at in range(pos, len(raw) - 9, 10):
-            fields = raw[at : at + 10]
+        for at in range(pos, len(raw) - 10, 11):
+            fields = raw[at : at + 11]
             try:
-                job_id, token, job_type, payload, attempt, retries, timeout, enq, fails, lost = (
-                    fields
+                (job_id, token, job_type, payload, attempt, retries, timeout, enq, fails, lost) = (
+                    fields[:10]
                 )
                 job = ReservedJob(
                     job_id.decode(),
@@ -458,6 +459,7 @@ class Broker(LogicalReads):
                     int(enq),
                     int(fails),
                     int(lost),
+                    traceparent=fields[10].decode() if fields[10] else "",
                 )
             except (AttributeError, TypeError, ValueError):
                 job = _reserved_job_leniently(queue, fields)
@@ -837,6 +839,7 @@ def _reserved_job_leniently(queue: str, fields: list[Any]) -> ReservedJob:
         enqueued_at_ms=_int(fields[7]),
         failures=_int(fields[8]),
         lost=_int(fields[9]),
+        traceparent=_s(fields[10]) if isinstance(fields[10], bytes) else "",
     )
 
 

@@ -18,7 +18,8 @@
 -- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 idempotency ttl ms, 4 notify cap,
 --       5 number of shapes S, then 10 fields per shape: type, retries, timeout, delay_ms,
 --       run_at_ms, idempotency key ('' = none), fingerprint, limit_key ('' = none),
---       priority (0-9), unique key ('' = none);
+--       priority (0-9), unique key ('' = none), traceparent ('' = none: W3C trace context
+--       of the enqueue span, workqueue.tracing);
 --       then 3 fields per job: id, payload, shape number (1..S).
 --       (Jobs that differ only in id and payload share a shape: fewer arguments to send.)
 -- Returns: {now_ms, replayed (0|1), then per job: 'queued' or 'scheduled' for a new job,
@@ -27,7 +28,7 @@
 local now = now_ms()
 local jobp, idemp, idem_ttl, notify_cap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local nshapes = tonumber(ARGV[5])
-local SHAPE = 10
+local SHAPE = 11
 local first = 6 + nshapes * SHAPE
 local replay = not redis.call('SET', KEYS[6], '1', 'NX', 'PX', 60000)
 
@@ -40,7 +41,7 @@ for s = 1, nshapes do
   local status = 'queued'
   if due > now then status = 'scheduled' end
   shapes[s] = {ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 6], ARGV[b + 7], due, status,
-               prio_of(ARGV[b + 9]), ARGV[b + 10], ARGV[b + 8]}
+               prio_of(ARGV[b + 9]), ARGV[b + 10], ARGV[b + 8], ARGV[b + 11]}
 end
 
 -- The live job an idempotency key names (nil: the key is free).
@@ -119,6 +120,10 @@ for i = first, #ARGV, 3 do
     if shape[10] ~= '' then  -- limits apply per (type, limit_key) (SPEC 12)
       rec[#rec + 1] = 'limit_key'
       rec[#rec + 1] = shape[10]
+    end
+    if shape[11] ~= '' then
+      rec[#rec + 1] = 'traceparent'
+      rec[#rec + 1] = shape[11]
     end
     if status == 'scheduled' then
       rec[#rec + 1] = 'run_at'

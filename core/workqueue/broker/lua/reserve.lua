@@ -22,13 +22,14 @@
 -- ARGV: 1 job key prefix, 2 idempotency key prefix, 3 count, 4 lease ms, 5 worker id,
 --       6 request id ('' = no replay), 7 notify cap, 8 default failed retention ms
 -- Returns: {now_ms, next_due_ms (-1 none), replayed (0|1), n_dropped, [id, reason, type]*,
---           [id, token, type, payload, attempts, retries, timeout, enqueued_at, failures, lost]*}
+--           [id, token, type, payload, attempts, retries, timeout, enqueued_at, failures, lost,
+--            traceparent]*}
 local now = now_ms()
 local jobp, idemp, count, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local worker, req, notify_cap = ARGV[5], ARGV[6], tonumber(ARGV[7])
--- the fields read from a record to run it (a replay reads its token too: RUN[11])
+-- the fields read from a record to run it (a replay reads its token too: RUN[12])
 local RUN = {'type', 'payload', 'retries', 'timeout', 'enqueued_at', 'failures', 'lost',
-             'attempts', 'status', 'idem', 'token'}
+             'attempts', 'status', 'idem', 'traceparent', 'token'}
 
 local heads = {}  -- known earliest scores of the scheduled and retry indexes
 local function reply(jobs, replayed)
@@ -50,6 +51,7 @@ local function add_job(jobs, id, token, f, attempts)
   jobs[n + 8] = f[5] or '0'
   jobs[n + 9] = f[6] or '0'
   jobs[n + 10] = f[7] or '0'
+  jobs[n + 11] = f[11] or ''
 end
 
 if req ~= '' then
@@ -59,7 +61,7 @@ if req ~= '' then
     for _, pair in ipairs(cjson.decode(rec[2])) do
       local id, token = pair[1], pair[2]
       local f = fields(jobp .. id, unpack(RUN))
-      if f and f[11] == token and f[9] == 'active' then
+      if f and f[12] == token and f[9] == 'active' then
         add_job(jobs, id, token, f, f[8] or '0')
       end
     end
@@ -90,7 +92,7 @@ if count > 0 and not paused then
     for _, id in ipairs(ids) do
       local key = jobp .. id
       token = token + 1
-      local f = fields(key, unpack(RUN, 1, 10))
+      local f = fields(key, unpack(RUN, 1, 11))
       local bad, reason = nil, nil
       if not f then
         reason = 'orphan'
