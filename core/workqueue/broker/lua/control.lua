@@ -7,8 +7,7 @@
 -- record anyway). The current attempt needs no entry of its own: the record already says its
 -- number ('attempts'), 'worker' and 'started_at'; a reader shows it as 'running' while the
 -- record is active and 'succeeded' (at 'finished_at') once it is completed. So reserve and
--- ack write no history at all (the hot path stays one HSET per job each). An entry a
--- reserve opened with the prelude's history_start (outcome 'running') is closed here too.
+-- ack write no history at all (the hot path stays one HSET per job each).
 
 -- Close the history entry of the attempt that just ended (the record's 'attempts', 'worker',
 -- 'started_at'), with outcome and error (nil or text). Nothing when that attempt's entry is

@@ -1,8 +1,8 @@
 -- Limits (SPEC 12): put back active jobs that a limit held back, as if never started.
 -- Fenced: a job is deferred only while its lease entry carries the caller's token. Its lease
 -- ends (active and lease-hash entries removed, token cleared: a late report of that lease is
--- stale), the attempt does not count (attempts back by one; an entry for it in the history
--- removed: history_unstart; a job that never ran loses the worker and started_at this
+-- stale), the attempt does not count (attempts back by one: the history has no entry for a
+-- running attempt, so none to remove; a job that never ran loses the worker and started_at this
 -- reservation wrote), and it waits in `scheduled` until the time the limit gave (the reserve
 -- that comes due promotes it, as any delayed job). A job that a release asked to wake while
 -- it was still active (limit_wake.lua set `limit_wake`) is due at once instead.
@@ -31,7 +31,6 @@ for n = 1, (#ARGV - 3) / 3 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('HDEL', KEYS[2], id)
     local attempts = int_field(f[1]) or 1
-    history_unstart(key, attempts)
     if attempts > 0 then attempts = attempts - 1 end
     redis.call('HSET', key, 'attempts', attempts, 'token', '')
     if attempts == 0 then redis.call('HDEL', key, 'worker', 'started_at') end

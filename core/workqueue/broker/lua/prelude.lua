@@ -323,10 +323,9 @@ local function earliest(keys, heads)
 end
 
 -- Attempt history: the record's field 'history', a JSON array of the last HISTORY_MAX
--- attempts, oldest first, each {attempt, worker, started_at, finished_at, outcome, error}
--- (times in ms; finished_at and error null while running). Kept in the record, so it is
--- written atomically with the state change and deleted with the record.
--- Outcomes: running, succeeded, failed, timed_out, lost, released, cancelled.
+-- attempts that ended otherwise than by success, oldest first, each {attempt, worker,
+-- started_at, finished_at, outcome, error} (times in ms). Written by control.lua's
+-- attempt_end; the current attempt is read from the record itself (see control.lua).
 local HISTORY_MAX = 25
 local HISTORY_ERROR_MAX = 500
 
@@ -337,39 +336,6 @@ local function history_read(key)
     if ok and type(list) == 'table' then return list end
   end
   return {}
-end
-
--- Open the entry of a new attempt (reserve).
-local function history_start(key, attempt, worker, now)
-  local list = history_read(key)
-  list[#list + 1] = {attempt = tonumber(attempt), worker = worker or '', started_at = now,
-                     finished_at = cjson.null, outcome = 'running', error = cjson.null}
-  while #list > HISTORY_MAX do table.remove(list, 1) end
-  redis.call('HSET', key, 'history', cjson.encode(list))
-end
-
--- Close the entry of `attempt` (nil: the last entry) with its outcome; nothing when there is
--- no such entry still running. err: a string or nil (cut to HISTORY_ERROR_MAX bytes).
-local function history_end(key, attempt, outcome, now, err)
-  local list = history_read(key)
-  local entry = list[#list]
-  if not entry or entry.outcome ~= 'running' then return end
-  if attempt and tonumber(entry.attempt) ~= tonumber(attempt) then return end
-  entry.outcome = outcome
-  entry.finished_at = now
-  if err and err ~= '' then entry.error = string.sub(err, 1, HISTORY_ERROR_MAX) end
-  redis.call('HSET', key, 'history', cjson.encode(list))
-end
-
--- Drop the entry of an attempt that did not count (a job held back by a limit, SPEC 12).
-local function history_unstart(key, attempt)
-  local list = history_read(key)
-  local entry = list[#list]
-  if not entry or entry.outcome ~= 'running' then return end
-  if attempt and tonumber(entry.attempt) ~= tonumber(attempt) then return end
-  list[#list] = nil
-  if #list == 0 then redis.call('HDEL', key, 'history')
-  else redis.call('HSET', key, 'history', cjson.encode(list)) end
 end
 
 -- ---------------------------------------------------------------------------------- script
