@@ -2,21 +2,37 @@
 
 Priority 0 waits in ``<p>:{q}:queued``; priority n in 1..9 in ``<p>:{q}:queued:<n>``; the
 ZSET ``<p>:{q}:queued:levels`` lists the levels n > 0 that may hold jobs. Readers that count
-the waiting jobs must count every level: :data:`QUEUED_DEPTH` does it in one command.
+the waiting jobs must count every level: :data:`QUEUED_FIGURES` does it in one command.
 """
 
 from __future__ import annotations
 
-__all__ = ["PRIORITY_LEVELS", "QUEUED_DEPTH", "QUEUED_HEAD", "level_key", "levels_key"]
+__all__ = ["PRIORITY_LEVELS", "QUEUED_FIGURES", "QUEUED_HEAD", "level_key", "levels_key"]
 
 #: the priority levels, highest first
 PRIORITY_LEVELS = tuple(range(9, -1, -1))
 
-#: EVAL source: the number of queued jobs over every level (KEYS[1]: the queued key)
-QUEUED_DEPTH = (
-    "local n = redis.call('LLEN', KEYS[1]) "
-    "for p = 1, 9 do n = n + redis.call('LLEN', KEYS[1] .. ':' .. p) end "
-    "return n"
+#: EVAL source: {the number of queued jobs over every level, the earliest ``enqueued_at``
+#: (ms) of the jobs at the levels' heads, -1 when none} (KEYS[1]: the queued key; a head's
+#: record is ``<base>job:<id>`` in the same slot). The head of each level is its oldest job
+#: (recovered jobs go back to the front keeping their ``enqueued_at``), so the minimum over
+#: the heads is the queue's oldest waiting job.
+QUEUED_FIGURES = (
+    "local base = string.sub(KEYS[1], 1, -7) "
+    "local n, oldest = 0, -1 "
+    "for p = 0, 9 do "
+    "  local key = KEYS[1] "
+    "  if p > 0 then key = key .. ':' .. p end "
+    "  local len = redis.call('LLEN', key) "
+    "  if len > 0 then "
+    "    n = n + len "
+    "    local at = redis.pcall('HGET', base .. 'job:' .. redis.call('LINDEX', key, 0), "
+    "                           'enqueued_at') "
+    "    at = type(at) == 'string' and tonumber(at) or nil "
+    "    if at and (oldest < 0 or at < oldest) then oldest = at end "
+    "  end "
+    "end "
+    "return {n, oldest}"
 )
 
 #: EVAL source: the first ARGV[1] queued ids in the order they will start (highest level

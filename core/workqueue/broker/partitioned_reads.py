@@ -66,7 +66,7 @@ class LogicalReads(ReadModel):
     async def figures(self, queues: Sequence[str] = ()) -> SystemFigures:
         """Every known queue's figures (plus ``queues``), partitions summed. The layouts of
         the queues the last call showed are read in the registry's round trip, so a process
-        that reads figures again (``/metrics``) still needs 3 round trips; its first call,
+        that reads figures again (``/metrics``) needs 2 round trips; its first call,
         or one that finds a new queue, reads those layouts in one more."""
         guess = sorted(self._figure_queues | set(queues))
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -39,7 +39,7 @@ from workqueue.broker.contract import (
     WorkerAdvert,
 )
 from workqueue.broker.keys import GlobalKeys, QueueKeys
-from workqueue.broker.levels import QUEUED_DEPTH, QUEUED_HEAD
+from workqueue.broker.levels import QUEUED_FIGURES, QUEUED_HEAD
 from workqueue.errors import JobNotFound
 from workqueue.job import Attempt, JobInfo, Status, ms_to_datetime
 
@@ -70,7 +70,7 @@ class _AdvertWire(msgspec.Struct):
 _ADVERT = msgspec.json.Decoder(_AdvertWire)
 
 #: commands per queue in the figures pipeline (see :meth:`ReadModel._queue_commands`)
-_PER_QUEUE = 9
+_PER_QUEUE = 8
 
 
 def _s(value: Any) -> str:
@@ -167,7 +167,7 @@ class ReadModel:
     # -- figures -----------------------------------------------------------------------------
 
     async def figures(self, queues: Sequence[str] = ()) -> SystemFigures:
-        """Every known queue's figures (plus ``queues``), in at most 3 round trips."""
+        """Every known queue's figures (plus ``queues``), in 2 round trips."""
         names = sorted(set(await self.known_queues()) | set(queues))
         return await self.queue_figures(names)
 
@@ -185,8 +185,9 @@ class ReadModel:
         }
 
     async def queue_figures(self, names: Sequence[str]) -> SystemFigures:
-        """These queues' figures only, in order: one pipeline (9 commands per queue and
-        ``TIME``), then one ``HGET`` per queue with a job waiting (skipped when none has)."""
+        """These queues' figures only, in order: one pipeline of 8 commands per queue (one of
+        them a small EVAL over the priority levels giving the depth and the oldest waiting
+        job's ``enqueued_at``) and ``TIME``."""
         clustered = is_cluster(self.redis)
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in names:
@@ -200,14 +201,14 @@ class ReadModel:
                 replies = await pipe.execute()
                 now_ms = _time_ms(replies[-1])
         rows: list[QueueFigures] = []
-        heads: list[tuple[QueueFigures, str]] = []
         for at, q in enumerate(names):
-            stats, queued, active, scheduled, retrying, completed, failed, head, cancelled = (
-                replies[at * _PER_QUEUE : (at + 1) * _PER_QUEUE]
-            )
+            stats, waiting, active, scheduled, retrying, completed, failed, cancelled = replies[
+                at * _PER_QUEUE : (at + 1) * _PER_QUEUE
+            ]
+            queued, oldest_ms = (_int(v) for v in waiting)
             row = QueueFigures(
                 queue=q,
-                queued=int(queued),
+                queued=queued,
                 running=int(active),
                 scheduled=int(scheduled),
                 retrying=int(retrying),
@@ -217,30 +218,21 @@ class ReadModel:
                 # a corrupt counter reads as 0 (the scripts restart it from 0 the same way)
                 counters={_s(k): _int(v) for k, v in stats.items()},
             )
+            if oldest_ms > 0:
+                row.oldest_waiting_seconds = max(0.0, (now_ms - oldest_ms) / 1000)
             rows.append(row)
-            if head:
-                heads.append((row, _s(head)))
-        if heads:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for row, job_id in heads:
-                    pipe.hget(self.keys(row.queue).job(job_id), "enqueued_at")
-                enqueued = await pipe.execute()
-            for (row, _), at_ms in zip(heads, enqueued, strict=True):
-                if at_ms:
-                    row.oldest_waiting_seconds = max(0.0, (now_ms - _int(at_ms)) / 1000)
         return SystemFigures(now_ms=now_ms, queues=rows)
 
     @staticmethod
     def _queue_commands(pipe: Any, k: QueueKeys) -> None:
         """One queue's :data:`_PER_QUEUE` figure commands, all on keys of its slot."""
         pipe.hgetall(k.stats)
-        pipe.eval(QUEUED_DEPTH, 1, k.queued)  # H4: every priority level's list (levels.py)
+        pipe.eval(QUEUED_FIGURES, 1, k.queued)  # every priority level: depth and oldest age
         pipe.zcard(k.active)
         pipe.zcard(k.scheduled)
         pipe.zcard(k.retry)
         pipe.zcard(k.completed)
         pipe.zcard(k.failed)
-        pipe.lindex(k.queued, 0)
         pipe.zcard(k.cancelled)
 
     async def server_time_ms(self) -> int:

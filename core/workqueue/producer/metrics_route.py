@@ -8,8 +8,9 @@ default; the Prometheus text format when ``Accept`` prefers ``text/plain`` or
 ``application/openmetrics-text`` (as Prometheus scrapes). Needs the API key like every route
 but ``/health``.
 
-Cost: one scrape is one call of the read model's ``figures()``: at most 3 Redis round trips
-whatever the number of queues and job types (tests/integration/test_producer_metrics.py).
+Cost: one scrape is one call of the read model's ``figures()``: 2 Redis round trips (3 on a
+process's first call) whatever the number of queues and job types
+(tests/integration/test_producer_metrics.py).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def _deadline(request: Request[Any, Any, Any]) -> float:
 
 
 async def _overview(client: Client) -> dict[str, Any]:
-    """Figures (3 round trips), worker count (2), and, when the client knows pause (SPEC 11),
+    """Figures (2 round trips), worker count (2), and, when the client knows pause (SPEC 11),
     the queues' paused state and depth per priority-aware status (1)."""
     figures = await client.broker.figures()
     workers = await client.broker.workers()
