@@ -14,10 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
 from dashboard_kit import API_KEY, PageLog, Stack
-
-from workqueue.client import Client
 
 EXPECT_MS = 15_000
 SHOTS = os.environ.get("WQ_SCREENSHOT_DIR")
@@ -179,10 +176,6 @@ def test_operate_from_the_dashboard(
     assert_clean(log, stack)
 
 
-@pytest.mark.skipif(
-    not hasattr(Client, "pause_queue"),
-    reason="not run here: this producer has no pause routes yet (SPEC 11, queue control)",
-)
 def test_pause_and_resume(stack: Stack, page_and_log: tuple[Any, PageLog]) -> None:
     from playwright.sync_api import expect
 
