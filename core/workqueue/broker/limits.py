@@ -32,9 +32,9 @@ from workqueue.broker.reads import _s
 from workqueue.broker.scripts import source
 from workqueue.errors import ConfigurationError
 from workqueue.jobtypes import NAME_PATTERN
-from workqueue.limits import LimitSpec, parse_concurrency, parse_rate
+from workqueue.limits import LimitSpec, bucket_name, parse_concurrency, parse_rate
 
-__all__ = ["LimitStore", "RuntimeLimits", "effective_limits", "holder_member"]
+__all__ = ["LimitStore", "RuntimeLimits", "effective_limits", "holder_member", "limit_rows"]
 
 #: the most waiters one flush call wakes (a bigger list takes several calls)
 FLUSH_BATCH = 1000
@@ -338,3 +338,24 @@ class LimitStore:
 
         replies = await self._calls([call(q, ids) for q, ids in by_queue.items()])
         return sum(int(r) for r in replies)
+
+
+async def limit_rows(broker: Broker, declared: dict[str, LimitSpec]) -> list[dict[str, Any]]:
+    """One row per job type with a limit (declared here or set at run time): the declared,
+    run-time and effective limits, and for its jobs without a ``limit_key`` the concurrency
+    slots held and the jobs waiting. What ``workqueue limits list`` and ``GET /limits`` show."""
+    store = LimitStore(broker)
+    runtime = await store.runtime()
+    names = sorted({n for n, s in declared.items() if s.limited} | set(runtime))
+    counts = await store.occupancy([bucket_name(n) for n in names]) if names else []
+    return [
+        {
+            "type": name,
+            "declared": declared[name].describe() if name in declared else None,
+            "runtime": runtime[name].describe() if name in runtime else None,
+            "effective": effective_limits(declared.get(name), runtime.get(name)).describe(),
+            "held": held,
+            "waiting": waiting,
+        }
+        for name, (held, waiting) in zip(names, counts, strict=True)
+    ]

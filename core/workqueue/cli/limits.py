@@ -21,7 +21,7 @@ from workqueue.cli.options import redis_url_option
 from workqueue.cli.queues import prefix_option
 from workqueue.errors import ConfigurationError, PluginError
 from workqueue.jobtypes import NAME_PATTERN
-from workqueue.limits import LimitSpec, bucket_name
+from workqueue.limits import LimitSpec
 
 __all__ = ["limits_group"]
 
@@ -128,23 +128,9 @@ def list_command(redis_url: str, key_prefix: str, as_json: bool) -> None:
     declared = _declared()
 
     async def action(broker: Broker) -> list[dict[str, Any]]:
-        from workqueue.broker.limits import LimitStore, effective_limits
+        from workqueue.broker.limits import limit_rows
 
-        store = LimitStore(broker)
-        runtime = await store.runtime()
-        names = sorted({n for n, s in declared.items() if s.limited} | set(runtime))
-        counts = await store.occupancy([bucket_name(n) for n in names]) if names else []
-        return [
-            {
-                "type": name,
-                "declared": declared[name].describe() if name in declared else None,
-                "runtime": runtime[name].describe() if name in runtime else None,
-                "effective": effective_limits(declared.get(name), runtime.get(name)).describe(),
-                "held": held,
-                "waiting": waiting,
-            }
-            for name, (held, waiting) in zip(names, counts, strict=True)
-        ]
+        return await limit_rows(broker, declared)
 
     try:
         rows = _run(redis_url, BrokerConfig(prefix=key_prefix), action)

@@ -31,11 +31,10 @@ from litestar.params import FromPath, FromQuery, Parameter
 
 from workqueue.admin import retry_job_ids
 from workqueue.broker.job_payload import read_payload
-from workqueue.broker.limits import LimitStore, effective_limits
+from workqueue.broker.limits import limit_rows
 from workqueue.broker.reads import LISTABLE
 from workqueue.client import Client
 from workqueue.errors import JobNotFound
-from workqueue.limits import bucket_name
 from workqueue.producer.routes import guarded
 from workqueue.producer.schemas import ErrorAnswer, JobAnswer, operation_class
 from workqueue.registry import Registry
@@ -185,23 +184,9 @@ async def _limits(client: Client, registry: Registry) -> list[dict[str, Any]]:
     declared = {}
     for name in registry.names():
         job_type = registry.get(name)
-        if job_type is not None and job_type.limits().limited:
+        if job_type is not None:
             declared[name] = job_type.limits()
-    store = LimitStore(client.broker)
-    runtime = await store.runtime()
-    names = sorted(set(declared) | set(runtime))
-    counts = await store.occupancy([bucket_name(n) for n in names]) if names else []
-    return [
-        {
-            "type": name,
-            "declared": declared[name].describe() if name in declared else None,
-            "runtime": runtime[name].describe() if name in runtime else None,
-            "effective": effective_limits(declared.get(name), runtime.get(name)).describe(),
-            "held": held,
-            "waiting": waiting,
-        }
-        for name, (held, waiting) in zip(names, counts, strict=True)
-    ]
+    return await limit_rows(client.broker, declared)
 
 
 def build_read_routes(settings: ProducerSettings, registry: Registry) -> list[HTTPRouteHandler]:
