@@ -165,6 +165,25 @@ def test_enqueue_options_and_json(key_prefix: str) -> None:
     assert again["id"] == first["id"] and again["duplicate"] is True
 
 
+def test_enqueue_priority_and_unique(key_prefix: str) -> None:
+    import redis
+    from wq_testkit import REDIS_URL
+
+    args = ("enqueue", "test_echo", "--payload", '{"n": 1}', "--queue", "pq", "--json")
+    first = json.loads(ok(key_prefix, *args, "--priority", "7", "--unique"))
+    twin = json.loads(ok(key_prefix, *args, "--priority", "7", "--unique"))
+    other = json.loads(ok(key_prefix, *args))  # not unique: a second job
+    assert twin["id"] == first["id"] and twin["duplicate"] is True
+    assert other["id"] != first["id"]
+    conn = redis.Redis.from_url(REDIS_URL)
+    try:
+        assert conn.lrange(f"{key_prefix}:{{pq}}:queued:7", 0, -1) == [first["id"].encode()]
+        assert conn.lrange(f"{key_prefix}:{{pq}}:queued", 0, -1) == [other["id"].encode()]
+    finally:
+        conn.close()
+    assert "--priority" in ok(key_prefix, "enqueue", "--help")
+
+
 def test_enqueue_bad_payload_names_the_problem(key_prefix: str) -> None:
     bad_json = wq(key_prefix, "enqueue", "test_echo", "--payload", "{bad")
     assert bad_json.returncode == 1

@@ -469,6 +469,18 @@ def _progress(description: str) -> Iterator[Callable[[int], None]]:
     default=None,
     help="The type's rate and concurrency limits apply per (type, limit key).",
 )
+@click.option(
+    "--priority",
+    type=click.IntRange(0, 9),
+    default=0,
+    show_default=True,
+    help="0-9: a waiting job of higher priority starts first.",
+)
+@click.option(
+    "--unique",
+    is_flag=True,
+    help="Answer the unfinished job of the same queue, type and payload, if any.",
+)
 @redis_url_option
 @broker_options
 @json_option
@@ -482,6 +494,8 @@ def enqueue_command(
     timeout: float | None,
     idempotency_key: str | None,
     limit_key: str | None,
+    priority: int,
+    unique: bool,
     redis_url: str,
     broker_config: BrokerConfig,
     as_json: bool,
@@ -517,6 +531,8 @@ def enqueue_command(
         timeout=timeout,
         idempotency_key=idempotency_key,
         limit_key=limit_key,
+        priority=priority,
+        unique=unique,
     )
 
     async def action(broker: Broker) -> EnqueuedJob:
