@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import uuid
 
 from workqueue.broker import Broker
@@ -31,17 +30,12 @@ def new_job(queue: str = "q1", **kw: object) -> NewJob:
 
 
 async def active_job(broker: Broker, **kw: object) -> tuple[str, str]:
-    """A job reserved (active) in q1: its id and token; its history written as reserve
-    writes it (prelude history_start)."""
+    """A job reserved (active) in q1: its id and token (reserve writes no history entry for
+    the running attempt: control.lua)."""
     job = new_job(**kw)
     await broker.enqueue([job])
     res = await broker.reserve("q1", 1, lease_ms=5000, worker_id=W, request_id=uuid.uuid4().hex)
     (got,) = res.jobs
-    key = broker.keys("q1").job(job.id)
-    if not await broker.redis.hexists(key, "history"):
-        entry = {"attempt": 1, "worker": W, "started_at": 1, "finished_at": None}
-        entry.update(outcome="running", error=None)
-        await broker.redis.hset(key, "history", json.dumps([entry]))
     return job.id, got.token
 
 
