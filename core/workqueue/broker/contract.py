@@ -238,6 +238,8 @@ class QueueFigures(msgspec.Struct):
     failed_kept: int = 0
     cancelled_kept: int = 0
     oldest_waiting_seconds: float = 0.0
+    #: the queue is paused (SPEC 11: its settings' ``paused``; any partition's)
+    paused: bool = False
     #: the queue's stats hash: ``done``, ``failed``, ``enqueued``, ``done|<type>``...
     counters: dict[str, int] = msgspec.field(default_factory=dict)
 

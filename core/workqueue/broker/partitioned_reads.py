@@ -122,6 +122,7 @@ def _summed(queue: str, rows: Sequence[QueueFigures]) -> QueueFigures:
         for name in _DEPTHS:
             setattr(total, name, getattr(total, name) + getattr(row, name))
         total.oldest_waiting_seconds = max(total.oldest_waiting_seconds, row.oldest_waiting_seconds)
+        total.paused = total.paused or row.paused
         for key, value in row.counters.items():
             total.counters[key] = total.counters.get(key, 0) + value
     return total

@@ -70,7 +70,7 @@ class _AdvertWire(msgspec.Struct):
 _ADVERT = msgspec.json.Decoder(_AdvertWire)
 
 #: commands per queue in the figures pipeline (see :meth:`ReadModel._queue_commands`)
-_PER_QUEUE = 8
+_PER_QUEUE = 9
 
 
 def _s(value: Any) -> str:
@@ -185,7 +185,7 @@ class ReadModel:
         }
 
     async def queue_figures(self, names: Sequence[str]) -> SystemFigures:
-        """These queues' figures only, in order: one pipeline of 8 commands per queue (one of
+        """These queues' figures only, in order: one pipeline of 9 commands per queue (one of
         them a small EVAL over the priority levels giving the depth and the oldest waiting
         job's ``enqueued_at``) and ``TIME``."""
         clustered = is_cluster(self.redis)
@@ -202,9 +202,9 @@ class ReadModel:
                 now_ms = _time_ms(replies[-1])
         rows: list[QueueFigures] = []
         for at, q in enumerate(names):
-            stats, waiting, active, scheduled, retrying, completed, failed, cancelled = replies[
-                at * _PER_QUEUE : (at + 1) * _PER_QUEUE
-            ]
+            stats, waiting, active, scheduled, retrying, completed, failed, cancelled, paused = (
+                replies[at * _PER_QUEUE : (at + 1) * _PER_QUEUE]
+            )
             queued, oldest_ms = (_int(v) for v in waiting)
             row = QueueFigures(
                 queue=q,
@@ -215,6 +215,7 @@ class ReadModel:
                 completed_kept=int(completed),
                 failed_kept=int(failed),
                 cancelled_kept=int(cancelled),
+                paused=paused == b"1",
                 # a corrupt counter reads as 0 (the scripts restart it from 0 the same way)
                 counters={_s(k): _int(v) for k, v in stats.items()},
             )
@@ -234,6 +235,7 @@ class ReadModel:
         pipe.zcard(k.completed)
         pipe.zcard(k.failed)
         pipe.zcard(k.cancelled)
+        pipe.hget(k.settings, "paused")
 
     async def server_time_ms(self) -> int:
         """Redis's clock, ms."""

@@ -60,14 +60,10 @@ def _deadline(request: Request[Any, Any, Any]) -> float:
 
 
 async def _overview(client: Client) -> dict[str, Any]:
-    """Figures (2 round trips), worker count (2), and, when the client knows pause (SPEC 11),
-    the queues' paused state and depth per priority-aware status (1)."""
+    """Figures (2 round trips: depth per status, oldest waiting age, paused, counters) and the
+    worker count (2)."""
     figures = await client.broker.figures()
     workers = await client.broker.workers()
-    control: dict[str, Any] = {}
-    queues_call = getattr(client, "queues", None)  # Client.queues(): the queue-control branch
-    if queues_call is not None:
-        control = {row.name: row for row in await queues_call()}
     rows = []
     for q in figures.queues:
         depth = {
@@ -77,19 +73,15 @@ async def _overview(client: Client) -> dict[str, Any]:
             "active": q.running,
             "completed": q.completed_kept,
             "failed": q.failed_kept,
+            "cancelled": q.cancelled_kept,
         }
         oldest: float | None = q.oldest_waiting_seconds if q.queued else None
-        paused: bool | None = None
-        over = control.get(q.queue)
-        if over is not None:
-            depth.update(over.depth)
-            oldest, paused = over.oldest_waiting_seconds, over.paused
         rows.append(
             {
                 "name": q.queue,
                 "depth": depth,
                 "oldest_waiting_seconds": oldest,
-                "paused": paused,
+                "paused": q.paused,
                 "done": q.counters.get("done", 0),
                 "failed": q.counters.get("failed", 0),
                 "cancelled": q.counters.get("cancelled", 0),
@@ -100,7 +92,7 @@ async def _overview(client: Client) -> dict[str, Any]:
         "now_ms": figures.now_ms,
         "queues": rows,
         "workers": len(workers),
-        "pause_supported": queues_call is not None,
+        "pause_supported": True,
     }
 
 
