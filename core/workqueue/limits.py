@@ -50,11 +50,6 @@ class Rate:
     count: int
     period_ms: int
 
-    @property
-    def interval_ms(self) -> float:
-        """The steady spacing between two starts."""
-        return self.period_ms / self.count
-
     def __str__(self) -> str:
         unit = {v: k for k, v in _UNITS_MS.items()}[self.period_ms]
         return f"{self.count}/{unit}"
